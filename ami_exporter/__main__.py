@@ -1,0 +1,7 @@
+"""``python -m ami_exporter``: the same entry point as the ``ami-exporter`` command."""
+
+import sys
+
+from ami_exporter.cli import main
+
+sys.exit(main())
