@@ -1,0 +1,449 @@
+"""Per-server metric state, updated by AMI events; plain typed Python, no prometheus_client.
+
+The client feeds every parsed message to :meth:`ServerState.handle_event` and the results of its
+actions to the ``apply_*`` methods. Counters are plain dicts of ints and the live channel set is
+kept with incrementally maintained aggregates (by technology, by state, by call), so an event
+costs O(1) and a scrape costs O(label sets), never O(channels). The collector reads this state
+at scrape time.
+
+Ordering rules from the real captures that shape this module:
+
+* events of one channel arrive in order (Newchannel ... Hangup), but nothing is ordered across
+  families: count hangups from Hangup, originates from OriginateResponse, dials from DialEnd,
+  never by pairing events;
+* a Hangup for an unknown Uniqueid is normal (it started before we connected, or a resync
+  already removed it);
+* Uniqueids restart at every Asterisk start, so state is per server and cleared on a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from ami_exporter import labels
+from ami_exporter.protocol import Message
+
+DURATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Label sets a single server can create for open-ended values before they fold into `other`.
+MAX_TECHS: Final = 32
+MAX_SECURITY_SERVICES: Final = 16
+# How long a channel missing from a resync snapshot waits for a late Hangup before it is
+# counted as a ghost. Stasis delivers a Hangup within milliseconds; seconds are plenty.
+RESYNC_GRACE_SECONDS: Final = 5.0
+# A FullyBooted/CoreStatus start time that moves by more than this means Asterisk restarted.
+RESTART_TOLERANCE_SECONDS: Final = 10.0
+
+CONNECTION_ERROR_REASONS: Final = ("refused", "timeout", "unreachable", "tls", "other")
+LOGIN_FAILURE_REASONS: Final = ("auth", "timeout", "error")
+DISCONNECT_REASONS: Final = ("eof", "shutdown", "ping_timeout", "error")
+ORIGINATE_LABELS: Final = (
+    ("success", "answered"),
+    ("failure", "busy"),
+    ("failure", "no_answer"),
+    ("failure", "congestion"),
+    ("failure", "hangup"),
+    ("failure", "failed"),
+)
+
+
+@dataclass(slots=True)
+class Channel:
+    """A live channel: only what feeds a metric, to keep memory per channel small."""
+
+    tech: str
+    state: str
+    call: str  # Linkedid, or the Uniqueid where there is none (before Asterisk 13.5)
+    created: float | None  # monotonic time of its Newchannel; None when learned by a resync
+    seen: int  # event sequence number of the last event that touched it
+
+
+@dataclass(slots=True)
+class Histogram:
+    """A fixed-bucket histogram: per-bucket (non-cumulative) counts, sum and count."""
+
+    bounds: tuple[float, ...] = DURATION_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        else:
+            self.counts[-1] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        running = 0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            running += count
+            out.append((_format_bound(bound), running))
+        out.append(("+Inf", running + self.counts[-1]))
+        return out
+
+
+def _format_bound(bound: float) -> str:
+    return str(int(bound)) + ".0" if bound.is_integer() else repr(bound)
+
+
+def _incr(counter: dict[str, int], key: str) -> None:
+    counter[key] = counter.get(key, 0) + 1
+
+
+class ServerState:
+    """Everything the exporter knows about one configured Asterisk server."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        resync_grace: float = RESYNC_GRACE_SECONDS,
+    ) -> None:
+        self.name = name
+        self.resync_grace = resync_grace
+        self._clock = clock
+        self._monotonic = monotonic
+
+        # AMI connection health (written by the client).
+        self.up = False
+        self.ever_logged_in = False
+        self.connection_attempts = 0
+        self.connection_errors: dict[str, int] = dict.fromkeys(CONNECTION_ERROR_REASONS, 0)
+        self.login_failures: dict[str, int] = dict.fromkeys(LOGIN_FAILURE_REASONS, 0)
+        self.disconnects: dict[str, int] = dict.fromkeys(DISCONNECT_REASONS, 0)
+        self.last_event_timestamp: float | None = None
+        self.ping_rtt: float | None = None
+        self.malformed = 0
+        self.last_error = ""  # human-readable, for the landing page and logs; never a secret
+        self.state_since = clock()
+
+        # Asterisk identity and lifecycle.
+        self.version = ""
+        self.ami_version = ""
+        self.system_name = ""
+        self.startup_timestamp: float | None = None
+        self.reload_timestamp: float | None = None
+        self.shutdown_seen = False
+        self.restarts_detected = 0
+        self._uptime_known = False
+        self._corestatus_startup: str | None = None
+
+        # Event-derived counters.
+        self.events: dict[str, int] = {}
+        self.channels_created: dict[str, int] = {}
+        self.hangups: dict[tuple[str, str, str], int] = {}
+        self.originates: dict[tuple[str, str], int] = dict.fromkeys(ORIGINATE_LABELS, 0)
+        self.dials: dict[str, int] = {}
+        self.durations: dict[str, Histogram] = {}
+        self.security: dict[tuple[str, str], int] = {}
+        self.resync_removed = 0
+        self.resync_added = 0
+
+        # Live channels and their aggregates (kept in step by _add/_remove/_set_state).
+        self.channels: dict[str, Channel] = {}
+        self.channels_by_tech: dict[str, int] = {}
+        self.channels_by_state: dict[str, int] = {}
+        self.calls: dict[str, int] = {}  # call id -> live channels in it
+
+        self._techs: set[str] = set()
+        self._services: set[str] = set()
+        self._seq = 0
+        self._resync_seq: int | None = None
+        self._resync_hungup: set[str] = set()
+        self._pending_gone: dict[str, float] = {}
+
+        self._handlers: dict[str, Callable[[Message], None]] = {
+            "Newchannel": self._on_newchannel,
+            "Newstate": self._on_newstate,
+            "Hangup": self._on_hangup,
+            "OriginateResponse": self._on_originate_response,
+            "DialEnd": self._on_dial_end,
+            "FullyBooted": self._on_fully_booted,
+            "Shutdown": self._on_shutdown,
+            "Reload": self._on_reload,
+        }
+        for name_ in labels.SECURITY_EVENTS:
+            self._handlers[name_] = self._on_security
+
+    # ------------------------------------------------------------------ events
+
+    def handle_event(self, msg: Message) -> None:
+        """Account one ``Event:`` message. Never raises on missing or odd fields."""
+        self._seq += 1
+        name = msg.name
+        _incr(self.events, labels.event_name(name))
+        handler = self._handlers.get(name)
+        if handler is not None:
+            handler(msg)
+
+    def _bounded_tech(self, channel: str) -> str:
+        tech = labels.channel_tech(channel)
+        if tech not in self._techs:
+            if len(self._techs) >= MAX_TECHS:
+                return labels.OTHER
+            self._techs.add(tech)
+        return tech
+
+    def _on_newchannel(self, msg: Message) -> None:
+        uid = msg.get("Uniqueid")
+        name = msg.get("Channel") or ""
+        tech = self._bounded_tech(name)
+        _incr(self.channels_created, tech)
+        if not uid:
+            return
+        existing = self.channels.get(uid)
+        if existing is not None:
+            # Already learned from a resync whose snapshot saw it before this event arrived.
+            existing.created = self._monotonic()
+            existing.seen = self._seq
+            return
+        call = msg.get("Linkedid") or uid
+        state = labels.channel_state(msg.get("ChannelStateDesc"))
+        self._add(uid, Channel(tech, state, call, self._monotonic(), self._seq))
+
+    def _on_newstate(self, msg: Message) -> None:
+        uid = msg.get("Uniqueid")
+        if not uid:
+            return
+        state = labels.channel_state(msg.get("ChannelStateDesc"))
+        channel = self.channels.get(uid)
+        if channel is None:
+            # Its Newchannel predates us: track it now rather than wait for the next resync.
+            if uid in self._pending_gone or uid in self._resync_hungup:
+                return
+            tech = self._bounded_tech(msg.get("Channel") or "")
+            call = msg.get("Linkedid") or uid
+            self._add(uid, Channel(tech, state, call, None, self._seq))
+            return
+        channel.seen = self._seq
+        if channel.state != state:
+            self.channels_by_state[channel.state] -= 1
+            channel.state = state
+            _incr(self.channels_by_state, state)
+
+    def _on_hangup(self, msg: Message) -> None:
+        name = msg.get("Channel") or ""
+        tech = self._bounded_tech(name)
+        cause, cause_name = labels.hangup_cause(msg.get("Cause"))
+        key = (tech, cause, cause_name)
+        self.hangups[key] = self.hangups.get(key, 0) + 1
+        uid = msg.get("Uniqueid")
+        if not uid:
+            return
+        if self._resync_seq is not None:
+            self._resync_hungup.add(uid)
+        self._pending_gone.pop(uid, None)
+        channel = self._remove(uid)
+        if channel is not None and channel.created is not None:
+            histogram = self.durations.get(channel.tech)
+            if histogram is None:
+                histogram = self.durations[channel.tech] = Histogram()
+            histogram.observe(max(0.0, self._monotonic() - channel.created))
+
+    def _on_originate_response(self, msg: Message) -> None:
+        result = "success" if (msg.get("Response") or "").lower() == "success" else "failure"
+        key = (result, labels.originate_reason(msg.get("Reason")))
+        self.originates[key] = self.originates.get(key, 0) + 1
+
+    def _on_dial_end(self, msg: Message) -> None:
+        _incr(self.dials, labels.dial_status(msg.get("DialStatus")))
+
+    def _on_fully_booted(self, msg: Message) -> None:
+        now = self._clock()
+        uptime = _float(msg.get("Uptime"))
+        if uptime is not None:
+            self._set_startup_from_uptime(now - uptime)
+        last_reload = _float(msg.get("LastReload"))
+        if last_reload is not None:
+            self.reload_timestamp = now - last_reload
+
+    def _on_shutdown(self, msg: Message) -> None:
+        self.shutdown_seen = True
+        self.clear_channels()
+
+    def _on_reload(self, msg: Message) -> None:
+        self.reload_timestamp = self._clock()
+
+    def _on_security(self, msg: Message) -> None:
+        service = labels.identifier_or_other(msg.get("Service") or "")
+        if service not in self._services:
+            if len(self._services) >= MAX_SECURITY_SERVICES:
+                service = labels.OTHER
+            else:
+                self._services.add(service)
+        key = (service, msg.name)
+        self.security[key] = self.security.get(key, 0) + 1
+
+    # ------------------------------------------------------------------ live channel set
+
+    def _add(self, uid: str, channel: Channel) -> None:
+        self.channels[uid] = channel
+        _incr(self.channels_by_tech, channel.tech)
+        _incr(self.channels_by_state, channel.state)
+        _incr(self.calls, channel.call)
+
+    def _remove(self, uid: str) -> Channel | None:
+        channel = self.channels.pop(uid, None)
+        if channel is None:
+            return None
+        self.channels_by_tech[channel.tech] -= 1
+        self.channels_by_state[channel.state] -= 1
+        left = self.calls[channel.call] - 1
+        if left:
+            self.calls[channel.call] = left
+        else:
+            del self.calls[channel.call]
+        return channel
+
+    def clear_channels(self) -> None:
+        """Forget every live channel (Asterisk restarted or shut down); keep label sets at 0."""
+        self.channels.clear()
+        self.calls.clear()
+        for key in self.channels_by_tech:
+            self.channels_by_tech[key] = 0
+        for key in self.channels_by_state:
+            self.channels_by_state[key] = 0
+        self._pending_gone.clear()
+        self._resync_hungup.clear()
+
+    # ------------------------------------------------------------------ action results
+
+    def apply_banner(self, banner: str) -> None:
+        prefix = "Asterisk Call Manager/"
+        if banner.startswith(prefix):
+            self.ami_version = banner[len(prefix) :].strip()
+
+    def apply_core_settings(self, msg: Message) -> None:
+        self.version = msg.get("AsteriskVersion") or self.version
+        self.ami_version = msg.get("AMIversion") or self.ami_version
+        self.system_name = msg.get("SystemName") or ""
+
+    def apply_core_status(self, msg: Message) -> None:
+        """CoreStatus gives start and reload times in the server's local time, with no zone.
+
+        A change of the start time string means a restart. The times are read in this
+        process's local zone, which is right when the exporter runs beside Asterisk, so they
+        are only used when FullyBooted's zone-free ``Uptime`` (Asterisk 16+) is not available.
+        """
+        date, clock = msg.get("CoreStartupDate"), msg.get("CoreStartupTime")
+        raw = f"{date} {clock}" if date and clock else None
+        previous, self._corestatus_startup = self._corestatus_startup, raw
+        if raw is not None and previous is not None and raw != previous:
+            self._restarted()
+        if self._uptime_known:
+            return
+        startup = _local_timestamp(date, clock)
+        if startup is not None:
+            self.startup_timestamp = startup
+        reload_ts = _local_timestamp(msg.get("CoreReloadDate"), msg.get("CoreReloadTime"))
+        if reload_ts is not None:
+            self.reload_timestamp = reload_ts
+
+    def _set_startup_from_uptime(self, startup: float) -> None:
+        previous = self.startup_timestamp if self._uptime_known else None
+        self._uptime_known = True
+        if previous is not None and abs(startup - previous) <= RESTART_TOLERANCE_SECONDS:
+            return  # the same boot, seen again (each login repeats FullyBooted)
+        if previous is not None:
+            self._restarted()
+        self.startup_timestamp = startup
+
+    def _restarted(self) -> None:
+        # Uniqueids restart at 0 after a restart: channels tracked before can only be ghosts.
+        self.restarts_detected += 1
+        self.clear_channels()
+
+    def resync_begin(self) -> None:
+        """Mark the point a CoreShowChannels was sent: later events are newer than it."""
+        self._resync_seq = self._seq
+        self._resync_hungup = set()
+
+    def resync_complete(self, items: Iterable[Message]) -> tuple[int, int]:
+        """Reconcile the live set with a CoreShowChannels snapshot; return (added, removed).
+
+        Channels the snapshot lacks are dropped from the live set at once; they count as ghosts
+        in ``resync_removed`` only if no Hangup for them arrives within the grace period.
+        """
+        start_seq = self._resync_seq if self._resync_seq is not None else self._seq
+        hung_up = self._resync_hungup
+        snapshot: dict[str, Message] = {}
+        for item in items:
+            uid = item.get("Uniqueid")  # 1.8/11 spell it UniqueID; lookups ignore case
+            if uid:
+                snapshot[uid] = item
+        removed = 0
+        deadline = self._monotonic() + self.resync_grace
+        for uid in [u for u, c in self.channels.items() if u not in snapshot]:
+            if self.channels[uid].seen > start_seq:
+                continue  # created after the snapshot was taken
+            self._remove(uid)
+            self._pending_gone[uid] = deadline
+            removed += 1
+        added = 0
+        for uid, item in snapshot.items():
+            if uid in self.channels or uid in hung_up:
+                continue
+            tech = self._bounded_tech(item.get("Channel") or "")
+            state = labels.channel_state(item.get("ChannelStateDesc"))
+            call = item.get("Linkedid") or uid
+            self._add(uid, Channel(tech, state, call, None, self._seq))
+            added += 1
+        self.resync_added += added
+        self._resync_seq = None
+        self._resync_hungup = set()
+        return added, removed
+
+    def resync_complete_aborted(self) -> None:
+        """The CoreShowChannels was refused: keep the live set as the events built it."""
+        self._resync_seq = None
+        self._resync_hungup = set()
+
+    def settle(self) -> None:
+        """Count channels removed by a resync whose grace period ran out without a Hangup."""
+        if not self._pending_gone:
+            return
+        now = self._monotonic()
+        expired = [uid for uid, deadline in self._pending_gone.items() if deadline <= now]
+        for uid in expired:
+            del self._pending_gone[uid]
+        self.resync_removed += len(expired)
+
+    # ------------------------------------------------------------------ connection health
+
+    def set_up(self, up: bool) -> None:
+        if up != self.up:
+            self.state_since = self._clock()
+        self.up = up
+        if up:
+            self.ever_logged_in = True
+            self.shutdown_seen = False
+
+    @property
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+
+def _float(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        return None
+
+
+def _local_timestamp(date: str | None, clock: str | None) -> float | None:
+    if not date or not clock:
+        return None
+    try:
+        return datetime.strptime(f"{date} {clock}", "%Y-%m-%d %H:%M:%S").timestamp()
+    except ValueError:
+        return None
