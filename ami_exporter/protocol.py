@@ -47,6 +47,13 @@ _KINDS: Final[dict[str, MessageKind]] = {
 }
 _FOLLOWS_PREFIX: Final = b"response: follows"
 _END_COMMAND: Final = b"--END COMMAND--"
+# While a message is incomplete the buffer may already hold part of its terminator (a blank
+# line, or an ``--END COMMAND--`` line); allow that much beyond the limit before giving up, so
+# a message is judged the same whether it arrived in one piece or byte by byte.
+_TERMINATOR_SLACK: Final = 64
+_NOT_DISCARDING: Final = 0
+_DISCARD_TO_BLANK_LINE: Final = 1
+_DISCARD_TO_END_COMMAND: Final = 2
 
 
 @dataclass(slots=True)
@@ -136,7 +143,7 @@ class AMIParser:
     ) -> None:
         self._buf = b""
         self._cr_pending = False
-        self._discarding = False
+        self._discarding = _NOT_DISCARDING
         self._expect_banner = expect_banner
         self.banner: str | None = None
         self.malformed = 0
@@ -177,30 +184,39 @@ class AMIParser:
         limit = self.max_message_size
         while pos < size:
             if self._discarding:
-                end = buf.find(b"\n\n", pos)
+                if self._discarding == _DISCARD_TO_END_COMMAND:
+                    end, after = self._find_follows_end(buf, pos)
+                    keep = _TERMINATOR_SLACK
+                else:
+                    end = buf.find(b"\n\n", pos)
+                    after, keep = end + 2, 1
                 if end < 0:
-                    # Keep one byte: a LF at the very end may be half of the blank line.
-                    pos = max(pos, size - 1)
+                    # Keep a tail: it may hold the start of the terminator.
+                    pos = max(pos, size - keep)
                     break
-                self._discarding = False
-                pos = end + 2
+                self._discarding = _NOT_DISCARDING
+                pos = after
                 continue
             # Stray blank lines between messages are legal noise.
             while pos < size and buf[pos] == 0x0A:
                 pos += 1
             if pos >= size:
                 break
-            if buf[pos : pos + 17].lower() == _FOLLOWS_PREFIX:
+            follows = buf[pos : pos + 17].lower() == _FOLLOWS_PREFIX
+            if follows:
                 end, after = self._find_follows_end(buf, pos)
             else:
                 end = buf.find(b"\n\n", pos)
                 after = end + 2
             if end < 0:
-                if size - pos > limit:
+                if size - pos > limit + _TERMINATOR_SLACK:
                     self.malformed += 1
-                    self._discarding = True
-                    # Everything buffered belongs to the oversized message.
-                    pos = size - 1
+                    self._discarding = (
+                        _DISCARD_TO_END_COMMAND if follows else _DISCARD_TO_BLANK_LINE
+                    )
+                    # Everything buffered belongs to the oversized message, but its tail
+                    # may hold the start of the terminator.
+                    pos = size - _TERMINATOR_SLACK
                     continue
                 break
             if end - pos > limit:
@@ -221,7 +237,7 @@ class AMIParser:
         dropped = len(self._buf)
         self._buf = b""
         self._cr_pending = False
-        self._discarding = False
+        self._discarding = _NOT_DISCARDING
         return dropped
 
     def _guard_partial(self, buf: bytes) -> bytes:
@@ -229,7 +245,7 @@ class AMIParser:
         if len(buf) > self.max_message_size:
             self.malformed += 1
             self._expect_banner = False
-            self._discarding = True
+            self._discarding = _DISCARD_TO_BLANK_LINE
             return buf[-1:]
         return buf
 
@@ -298,6 +314,6 @@ class AMIParser:
             headers.append((line[:colon], value))
         if follows:
             # Drop the empty line left by the CLI text's final newline.
-            while headers and headers[-1] == ("Output", ""):
+            if headers and headers[-1] == ("Output", ""):
                 headers.pop()
         return Message(kind, name, headers)

@@ -99,10 +99,13 @@ class WebServer:
             if sep:
                 headers[key.strip().lower()] = value.strip()
         keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        if method not in ("GET", "HEAD"):
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        if method not in ("GET", "HEAD") or has_body:
+            # Nothing here takes a request body; close rather than parse one, so a body can
+            # never be mistaken for the next request on a kept-alive connection.
             await self._respond(writer, HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n",
-                                extra={"Allow": "GET, HEAD"}, keep_alive=keep_alive)  # fmt: skip
-            return keep_alive
+                                extra={"Allow": "GET, HEAD"})  # fmt: skip
+            return False
         path = target.split("?", 1)[0]
         head_only = method == "HEAD"
         if path == self.telemetry_path:
