@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import platform
@@ -38,7 +39,7 @@ from ami_exporter.web import WebServer
 log = logging.getLogger("ami_exporter")
 
 # Leave time for Logoff and closing within the 2 s an orchestrator usually grants.
-SHUTDOWN_BUDGET = 1.5
+SHUTDOWN_BUDGET = 1.0
 DEMO_CALLS_PER_SECOND = 2.0
 
 
@@ -137,6 +138,10 @@ def config_from_args(
     listen_host, listen_port = parse_host_port(args.listen_address, "--web.listen-address")
     if not args.telemetry_path.startswith("/"):
         raise ConfigError(f"--web.telemetry-path: {args.telemetry_path!r} must start with '/'")
+    if any(c.isspace() or c in "?#" for c in args.telemetry_path):
+        raise ConfigError(
+            f"--web.telemetry-path: {args.telemetry_path!r} may not contain spaces, '?' or '#'"
+        )
     if args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
         raise ConfigError(f"--web.telemetry-path: {args.telemetry_path!r} is a reserved path")
     intervals = {
@@ -155,7 +160,7 @@ def config_from_args(
         defaults = {"username": args.ami_username, "secret": secret, **intervals}
         servers = load_config_file(args.config_file, defaults, warn)
     else:
-        host, port = parse_host_port(args.ami_address, "--ami.address")
+        host, port = parse_host_port(args.ami_address, "--ami.address", "127.0.0.1")
         if not args.ami_username:
             raise ConfigError("no AMI user: set --ami.username or AMI_USERNAME")
         if not secret:
@@ -211,7 +216,8 @@ async def serve(config: ExporterConfig, *, demo: bool = False) -> int:
     await asyncio.gather(*tasks, return_exceptions=True)
     await web.stop()
     if simulator is not None:
-        await simulator.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(simulator.stop(), 0.5)
     return 0
 
 

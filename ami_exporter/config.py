@@ -164,7 +164,7 @@ def load_config_file(path: str, defaults: dict[str, Any], warn: Any = None) -> l
         address, where = get("address")
         if address is None:
             raise ConfigError(f"{at(item)}: server has no 'address'")
-        host, port = parse_host_port(str(address), where)
+        host, port = parse_host_port(str(address), where, "127.0.0.1")
         username, where = get("username")
         if not isinstance(username, str) or not username:
             raise ConfigError(f"{where}: a non-empty username is required")

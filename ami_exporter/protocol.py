@@ -312,8 +312,6 @@ class AMIParser:
             if value.startswith(" "):
                 value = value[1:]
             headers.append((line[:colon], value))
-        if follows:
-            # Drop the empty line left by the CLI text's final newline.
-            if headers and headers[-1] == ("Output", ""):
-                headers.pop()
+        if follows and headers and headers[-1] == ("Output", ""):
+            headers.pop()  # the empty line left by the CLI text's final newline
         return Message(kind, name, headers)
