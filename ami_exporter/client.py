@@ -28,7 +28,7 @@ from typing import Any
 
 from ami_exporter.config import ServerConfig
 from ami_exporter.errors import AMIConnectionError, AMILoginError, AMISessionLost
-from ami_exporter.protocol import AMIParser, Message, action, serialize
+from ami_exporter.protocol import AMIParser, Message, action, parse_block, serialize
 from ami_exporter.state import ServerState
 
 log = logging.getLogger("ami_exporter.client")
@@ -45,6 +45,7 @@ BACKOFF_JITTER = 0.2
 # Asterisk answers a bad login after a deliberate 1 s sleep; leave room for that.
 LOGIN_TIMEOUT_MIN = 5.0
 LOGOFF_TIMEOUT = 1.0
+LIST_EVENT_NAMES = frozenset({b"CoreShowChannel", b"CoreShowChannelsComplete"})
 
 
 class Backoff:
@@ -84,6 +85,10 @@ class _AMIProtocol(asyncio.Protocol):
         self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
         self.pending: dict[str, _Pending] = {}
         self._malformed_seen = 0
+        # List items of the actions we send are parsed too, so they can be routed.
+        self._parsed_names = {
+            raw: raw.decode() for raw in state.parsed_event_names | LIST_EVENT_NAMES
+        }
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -91,33 +96,54 @@ class _AMIProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
-        messages = parser.feed(data)
-        if parser.malformed != self._malformed_seen:
-            self.state.malformed += parser.malformed - self._malformed_seen
-            self._malformed_seen = parser.malformed
+        blocks = parser.feed_frames(data)
         if not self.banner.done() and parser.banner is not None:
             self.banner.set_result(parser.banner)
-        if not messages:
-            return
-        self.state.last_event_timestamp = time.time()
         state = self.state
-        pending = self.pending
-        for msg in messages:
-            if msg.kind == "event":
+        if parser.malformed != self._malformed_seen:
+            state.malformed += parser.malformed - self._malformed_seen
+            self._malformed_seen = parser.malformed
+        if not blocks:
+            return
+        state.last_event_timestamp = time.time()
+        parsed_names = self._parsed_names
+        count_event = state.count_event
+        for block in blocks:
+            # Most events (Newexten, VarSet, Cdr, DeviceStateChange...) feed nothing but
+            # their own count: look at the first line only and skip parsing the rest.
+            if block.startswith(b"Event: "):
+                nl = block.find(b"\n")
+                name = block[7:nl] if nl > 0 else block[7:]
+                if name not in parsed_names:
+                    count_event(name)
+                    continue
+                if nl > 0:
+                    # The handlers read a few fields each: look them up in the raw block.
+                    msg: Message | None = Message.lazy_event(parsed_names[name], block)
+                else:
+                    msg = parse_block(block)
+            else:
+                msg = parse_block(block)
+            if msg is None:
+                state.malformed += 1
+            elif msg.kind == "event":
                 state.handle_event(msg)
-                if pending:
+                if self.pending:
                     self._route_list_item(msg)
             elif msg.kind == "response":
-                action_id = msg.get("ActionID")
-                entry = pending.get(action_id) if action_id else None
-                if entry is None:
-                    continue
-                if entry.complete_event is None or (msg.get("Response") or "") != "Success":
-                    del pending[action_id]  # type: ignore[arg-type]
-                    if not entry.future.done():
-                        entry.future.set_result((msg, []))
-                else:
-                    entry.response = msg
+                self._route_response(msg)
+
+    def _route_response(self, msg: Message) -> None:
+        action_id = msg.get("ActionID")
+        entry = self.pending.get(action_id) if action_id else None
+        if entry is None or action_id is None:
+            return
+        if entry.complete_event is None or (msg.get("Response") or "") != "Success":
+            del self.pending[action_id]
+            if not entry.future.done():
+                entry.future.set_result((msg, []))
+        else:
+            entry.response = msg
 
     def _route_list_item(self, msg: Message) -> None:
         action_id = msg.get("ActionID")

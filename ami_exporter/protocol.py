@@ -23,8 +23,7 @@ Wire rules handled here (see the AMI reference, section 1 and 6):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
 __all__ = [
@@ -33,6 +32,7 @@ __all__ = [
     "Message",
     "MessageKind",
     "action",
+    "parse_block",
     "serialize",
 ]
 
@@ -45,6 +45,12 @@ _KINDS: Final[dict[str, MessageKind]] = {
     "response": "response",
     "action": "action",
 }
+# The spellings Asterisk actually sends, checked before any case folding.
+_FIRST_KEYS: Final[dict[str, MessageKind]] = {
+    "Event": "event",
+    "Response": "response",
+    "Action": "action",
+}
 _FOLLOWS_PREFIX: Final = b"response: follows"
 _END_COMMAND: Final = b"--END COMMAND--"
 # While a message is incomplete the buffer may already hold part of its terminator (a blank
@@ -56,7 +62,6 @@ _DISCARD_TO_BLANK_LINE: Final = 1
 _DISCARD_TO_END_COMMAND: Final = 2
 
 
-@dataclass(slots=True)
 class Message:
     """One AMI message: an ordered list of ``(key, value)`` pairs.
 
@@ -65,30 +70,96 @@ class Message:
     Lookups are case-insensitive; the original key spelling is kept in ``headers``.
     """
 
-    kind: MessageKind
-    name: str
-    headers: list[tuple[str, str]]
-    _index: dict[str, str] | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("_block", "_exact", "_index", "_pairs", "kind", "name")
 
-    def _lookup(self) -> dict[str, str]:
-        index = self._index
-        if index is None:
-            index = {}
-            # First occurrence wins for get(); get_all() walks the full list.
-            for key, value in self.headers:
-                index.setdefault(key.lower(), value)
-            self._index = index
-        return index
+    def __init__(
+        self,
+        kind: MessageKind,
+        name: str,
+        headers: Sequence[Sequence[str]],
+        _exact: dict[str, str] | None = None,
+    ) -> None:
+        self.kind = kind
+        self.name = name
+        # Pairs may be 2-lists straight from str.split (the parser's fast path); they are
+        # turned into tuples only if someone asks for ``headers``.
+        self._pairs = headers
+        self._exact = _exact  # original spelling -> first value
+        self._index: dict[str, str] | None = None  # lower case -> first value
+        self._block: bytes | None = None
+
+    @classmethod
+    def lazy_event(cls, name: str, block: bytes) -> Message:
+        """An event whose fields are looked up in its raw block on demand.
+
+        A consumer that needs four fields of a twenty-line event finds them with a few byte
+        searches instead of decoding and splitting every line. Anything unusual (a key spelt
+        differently, a key that is absent, asking for ``headers``) parses the block fully.
+        """
+        message = cls("event", name, ())
+        message._block = block
+        return message
+
+    def _materialize(self) -> None:
+        block = self._block
+        self._block = None
+        if block is not None:
+            parsed = parse_block(block)
+            self._pairs = parsed.headers if parsed is not None else []
+            self._exact = None
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        if self._block is not None:
+            self._materialize()
+        pairs = self._pairs
+        if not isinstance(pairs, list) or (pairs and not isinstance(pairs[0], tuple)):
+            pairs = self._pairs = [(k, v) for k, v in pairs]
+        return pairs  # type: ignore[return-value]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return (self.kind, self.name, self.headers) == (other.kind, other.name, other.headers)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Message({self.kind!r}, {self.name!r}, {self.headers!r})"
 
     def get(self, key: str, default: str | None = None) -> str | None:
         """The first value of ``key`` (case-insensitive), or ``default``."""
-        return self._lookup().get(key.lower(), default)
+        block = self._block
+        if block is not None:
+            needle = b"\n" + key.encode() + b": "
+            found = block.find(needle)
+            if found >= 0:
+                start = found + len(needle)
+                end = block.find(b"\n", start)
+                raw = block[start:] if end < 0 else block[start:end]
+                return raw.decode("utf-8", "surrogateescape")
+            self._materialize()
+        exact = self._exact
+        if exact is None:
+            # reversed(): for a repeated key the first occurrence wins.
+            exact = self._exact = dict(reversed(self._pairs))  # type: ignore[arg-type]
+        value = exact.get(key)
+        if value is not None:
+            return value
+        # Spelling differs between versions (Uniqueid / UniqueID): fall back to lower case.
+        index = self._index
+        if index is None:
+            index = self._index = {k.lower(): v for k, v in reversed(self.headers)}
+        return index.get(key.lower(), default)
 
     def __getitem__(self, key: str) -> str:
-        return self._lookup()[key.lower()]
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key.lower() in self._lookup()
+        return isinstance(key, str) and self.get(key) is not None
 
     def get_all(self, key: str) -> list[str]:
         """Every value of a repeated key, in wire order."""
@@ -157,6 +228,24 @@ class AMIParser:
 
     def feed(self, data: bytes) -> list[Message]:
         """Add received bytes; return every message they complete."""
+        out: list[Message] = []
+        for block in self.feed_frames(data):
+            message = parse_block(block)
+            if message is None:
+                self.malformed += 1
+            else:
+                out.append(message)
+        self.messages += len(out)
+        return out
+
+    def feed_frames(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the complete message blocks, not yet parsed.
+
+        A block is the message's bytes with line ends normalised to LF and no closing blank
+        line; :func:`parse_block` turns it into a :class:`Message`. Splitting framing from
+        parsing lets a consumer look at the first line and parse only what it needs.
+        Blocks larger than ``max_message_size`` are counted in ``malformed`` here.
+        """
         if self._cr_pending:
             data = b"\r" + data
             self._cr_pending = False
@@ -168,19 +257,51 @@ class AMIParser:
         if b"\r\n" in data:
             data = data.replace(b"\r\n", b"\n")
         buf = self._buf + data if self._buf else data
-        out: list[Message] = []
         pos = 0
-        size = len(buf)
-
         if self._expect_banner:
             nl = buf.find(b"\n")
             if nl < 0:
                 self._buf = self._guard_partial(buf)
-                return out
+                return []
             self.banner = buf[:nl].decode("utf-8", "surrogateescape")
             self._expect_banner = False
             pos = nl + 1
+            buf = buf[pos:]
+        if self._discarding or b"ollows" in buf or b"OLLOWS" in buf:
+            # Rare: recovering from an oversized message, or a `Response: Follows` block
+            # (Asterisk <= 13 Command output) whose body may hold blank lines.
+            return self._frames_careful(buf)
+        # Common case: one C-level split finds every blank line in the chunk.
+        parts = buf.split(b"\n\n")
+        rest = parts.pop()
+        if rest and rest[0] == 0x0A:
+            rest = rest.lstrip(b"\n")  # stray blank lines before the next message
+        limit = self.max_message_size
+        out: list[bytes] = []
+        for part in parts:
+            if not part:
+                continue  # stray blank lines between messages are legal noise
+            if part[0] == 0x0A:
+                part = part.lstrip(b"\n")
+                if not part:
+                    continue
+            if len(part) > limit:
+                self.malformed += 1
+            else:
+                out.append(part)
+        if len(rest) > limit + _TERMINATOR_SLACK:
+            self.malformed += 1
+            self._discarding = _DISCARD_TO_BLANK_LINE
+            # Everything buffered belongs to the oversized message, but its tail may hold
+            # the start of the blank line that ends it.
+            rest = rest[-_TERMINATOR_SLACK:]
+        self._buf = rest
+        return out
 
+    def _frames_careful(self, buf: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        pos = 0
+        size = len(buf)
         limit = self.max_message_size
         while pos < size:
             if self._discarding:
@@ -222,12 +343,7 @@ class AMIParser:
             if end - pos > limit:
                 self.malformed += 1
             else:
-                message = self._parse_block(buf[pos:end])
-                if message is None:
-                    self.malformed += 1
-                else:
-                    self.messages += 1
-                    out.append(message)
+                out.append(buf[pos:end])
             pos = after
         self._buf = buf[pos:] if pos < size else b""
         return out
@@ -271,47 +387,75 @@ class AMIParser:
                 return end, after
             search = idx + 1
 
-    @staticmethod
-    def _parse_block(block: bytes) -> Message | None:
-        text = block.decode("utf-8", "surrogateescape")
-        lines = text.split("\n")
-        first = lines[0]
-        colon = first.find(":")
+
+def parse_block(block: bytes) -> Message | None:
+    """Parse one framed message (from :meth:`AMIParser.feed_frames`); ``None`` if malformed.
+
+    Malformed means: the first line is not ``Event:``/``Response:``/``Action:`` with a
+    value, or a line has no colon. Lines split at the first ``": "`` (values may contain
+    more), ``Key:`` alone is an empty value, ``Key:value`` without the space is accepted.
+    """
+    text = block.decode("utf-8", "surrogateescape")
+    lines = text.split("\n")
+    key, sep, name = lines[0].partition(": ")
+    kind = _FIRST_KEYS.get(key) if sep else None
+    if kind is None or not name or name[0] == " " or name[-1] == " " or kind == "response":
+        return _parse_block_careful(lines)
+    # Fast path: every line is "Key: value"; dict() rejects any other shape.
+    pairs = [line.split(": ", 1) for line in lines]
+    try:
+        exact = dict(reversed(pairs))
+    except ValueError:
+        return _parse_block_careful(lines)
+    if "" in exact or ":" in "".join(exact):
+        # An empty key, or a colon before the first ": " (``Key:va: lue``): the careful
+        # path splits those at the first colon, as Asterisk does.
+        return _parse_block_careful(lines)
+    return Message(kind, name, pairs, exact)
+
+
+def _parse_block_careful(lines: list[str]) -> Message | None:
+    first = lines[0]
+    colon = first.find(":")
+    if colon <= 0:
+        return None
+    kind = _KINDS.get(first[:colon].strip().lower())
+    if kind is None:
+        return None
+    name = first[colon + 1 :].strip()
+    if not name:
+        return None
+    headers: list[tuple[str, str]] = [(first[:colon], name)]
+    follows = kind == "response" and name.lower() == "follows"
+    in_body = False
+    for line in lines[1:]:
+        if in_body:
+            if line.endswith("--END COMMAND--"):
+                line = line[: -len("--END COMMAND--")]
+                if line:
+                    headers.append(("Output", line))
+                continue
+            headers.append(("Output", line))
+            continue
+        colon = line.find(":")
+        if follows:
+            key = line[:colon] if colon > 0 else ""
+            if key.lower() in ("privilege", "actionid"):
+                headers.append((key, line[colon + 1 :].lstrip(" ")))
+                continue
+            in_body = True
+            headers.append(("Output", line))
+            continue
         if colon <= 0:
-            return None
-        kind = _KINDS.get(first[:colon].strip().lower())
-        if kind is None:
-            return None
-        name = first[colon + 1 :].strip()
-        headers: list[tuple[str, str]] = [(first[:colon], name)]
-        follows = kind == "response" and name.lower() == "follows"
-        in_body = False
-        for line in lines[1:]:
-            if in_body:
-                if line.endswith("--END COMMAND--"):
-                    line = line[: -len("--END COMMAND--")]
-                    if line:
-                        headers.append(("Output", line))
-                    continue
-                headers.append(("Output", line))
+            if line == "":
                 continue
-            colon = line.find(":")
-            if follows:
-                key = line[:colon] if colon > 0 else ""
-                if key.lower() in ("privilege", "actionid"):
-                    headers.append((key, line[colon + 1 :].lstrip(" ")))
-                    continue
-                in_body = True
-                headers.append(("Output", line))
-                continue
-            if colon <= 0:
-                if line == "":
-                    continue
-                return None
-            value = line[colon + 1 :]
-            if value.startswith(" "):
-                value = value[1:]
-            headers.append((line[:colon], value))
-        if follows and headers and headers[-1] == ("Output", ""):
-            headers.pop()  # the empty line left by the CLI text's final newline
-        return Message(kind, name, headers)
+            return None
+        # Split at the first ": " when there is one before any other colon-space; a key
+        # never contains ": ", values may.
+        value = line[colon + 1 :]
+        if value.startswith(" "):
+            value = value[1:]
+        headers.append((line[:colon], value))
+    if follows and headers and headers[-1] == ("Output", ""):
+        headers.pop()  # the empty line left by the CLI text's final newline
+    return Message(kind, name, headers)

@@ -31,6 +31,8 @@ DURATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 # Label sets a single server can create for open-ended values before they fold into `other`.
 MAX_TECHS: Final = 32
 MAX_SECURITY_SERVICES: Final = 16
+# Raw event names remembered before counting into `other` (memory bound, not a label bound).
+MAX_DISTINCT_EVENT_NAMES: Final = 512
 # How long a channel missing from a resync snapshot waits for a late Hangup before it is
 # counted as a ghost. Stasis delivers a Hangup within milliseconds; seconds are plenty.
 RESYNC_GRACE_SECONDS: Final = 5.0
@@ -136,8 +138,10 @@ class ServerState:
         self._uptime_known = False
         self._corestatus_startup: str | None = None
 
-        # Event-derived counters.
-        self.events: dict[str, int] = {}
+        # Event-derived counters. Events are counted by their raw name (str when parsed, bytes
+        # when only the first line was looked at) and folded into labels at scrape time.
+        self._event_counts: dict[str, int] = {}
+        self._event_counts_raw: dict[bytes, int] = {}
         self.channels_created: dict[str, int] = {}
         self.hangups: dict[tuple[str, str, str], int] = {}
         self.originates: dict[tuple[str, str], int] = dict.fromkeys(ORIGINATE_LABELS, 0)
@@ -175,14 +179,47 @@ class ServerState:
 
     # ------------------------------------------------------------------ events
 
+    @property
+    def parsed_event_names(self) -> frozenset[bytes]:
+        """Events whose fields feed a metric; any other event only needs its name counted."""
+        return frozenset(name.encode() for name in self._handlers)
+
     def handle_event(self, msg: Message) -> None:
         """Account one ``Event:`` message. Never raises on missing or odd fields."""
         self._seq += 1
         name = msg.name
-        _incr(self.events, labels.event_name(name))
+        counts = self._event_counts
+        if name in counts:
+            counts[name] += 1
+        elif len(counts) < MAX_DISTINCT_EVENT_NAMES:
+            counts[name] = 1
+        else:
+            counts[labels.OTHER] = counts.get(labels.OTHER, 0) + 1
         handler = self._handlers.get(name)
         if handler is not None:
             handler(msg)
+
+    def count_event(self, raw_name: bytes) -> None:
+        """Count an event that feeds no metric but its own count, from its raw name."""
+        counts = self._event_counts_raw
+        if raw_name in counts:
+            counts[raw_name] += 1
+        elif len(counts) < MAX_DISTINCT_EVENT_NAMES:
+            counts[raw_name] = 1
+        else:
+            counts[b"other"] = counts.get(b"other", 0) + 1
+
+    @property
+    def events(self) -> dict[str, int]:
+        """Events received by label (``asterisk_ami_events_total``)."""
+        out: dict[str, int] = {}
+        for name, n in list(self._event_counts.items()):
+            label = labels.event_name(name)
+            out[label] = out.get(label, 0) + n
+        for raw, n in list(self._event_counts_raw.items()):
+            label = labels.event_name(raw.decode("utf-8", "replace").strip())
+            out[label] = out.get(label, 0) + n
+        return out
 
     def _bounded_tech(self, channel: str) -> str:
         tech = labels.channel_tech(channel)

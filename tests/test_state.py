@@ -200,9 +200,8 @@ def test_restart_detected_from_corestatus() -> None:
     state.handle_event(_newchannel("1.1"))
     state.apply_core_status(status)
     assert len(state.channels) == 1
-    status.headers[-1] = ("CoreStartupTime", "10:00:00")
-    status._index = None
-    state.apply_core_status(status)
+    headers[-1] = ("CoreStartupTime", "10:00:00")
+    state.apply_core_status(Message("response", "Success", headers))
     assert state.channels == {}
 
 
