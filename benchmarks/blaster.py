@@ -31,7 +31,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from benchmarks.stream import Stream, build_stream, coreshowchannels_answer
@@ -42,6 +42,7 @@ PACE_TICK: Final = 0.002
 MAX_LIFETIME: Final = 900.0
 LOGIN_WAIT: Final = 60.0
 MAX_ACTION_BYTES: Final = 64 * 1024
+MAX_STALL_LOG: Final = 1000
 
 FULLY_BOOTED: Final = (
     b"Event: FullyBooted\r\nPrivilege: system,all\r\nUptime: 3609\r\nLastReload: 3609\r\n"
@@ -73,6 +74,7 @@ class ConnStats:
     max_stall: float = 0.0  # longest sendall while paced, seconds
     stalls_over_100ms: int = 0
     rate: float = 0.0
+    stalls: list[tuple[float, float]] = field(default_factory=list)  # (end, seconds) > 20 ms
 
 
 class _Connection:
@@ -134,6 +136,8 @@ class _Connection:
                     stats.max_stall = stall
                 if stall > 0.1:
                     stats.stalls_over_100ms += 1
+                if stall > 0.02 and len(stats.stalls) < MAX_STALL_LOG:
+                    stats.stalls.append((time.monotonic(), stall))
                 sent = due
                 stats.events_sent = sent
                 time.sleep(tick)

@@ -7,7 +7,8 @@
 * :func:`run_asterisk_ami` - ``asterisk-ami`` 0.1.7 (threaded), with a counting listener, or
   with a "metrics callback" that also does ``prometheus_client.Counter.labels(name).inc()``;
 * :func:`run_panoramisk` - ``panoramisk`` 1.4 (asyncio) with a ``'*'`` event handler that counts;
-* :func:`run_raw` - the raw limit: an asyncio protocol that only counts ``\\r\\n\\r\\n``.
+* :func:`run_raw` - the raw limit: an asyncio protocol that only counts ``\\r\\n\\r\\n``, or
+  (``split=True``) that splits the bytes into one object per message.
 
 The baselines are imported lazily: they are benchmark extras, not dependencies.
 """
@@ -255,7 +256,7 @@ def run_panoramisk(port: int, username: str, stream_events: int) -> Measurement:
     return asyncio.run(_run_panoramisk_async(port, username, stream_events))
 
 
-class _RawProtocol(asyncio.Protocol):
+class RawProtocol(asyncio.Protocol):
     """Only frames messages: counts ``\\r\\n\\r\\n``, carrying 3 bytes across reads."""
 
     def __init__(self, username: str, target: int, done: asyncio.Future[None]) -> None:
@@ -280,11 +281,25 @@ class _RawProtocol(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def _run_raw_async(port: int, username: str, stream_events: int) -> Measurement:
+class RawSplitProtocol(RawProtocol):
+    """Frames messages for real: splits the buffer into one bytes object per message."""
+
+    def data_received(self, data: bytes) -> None:
+        parts = (self.tail + data).split(b"\r\n\r\n")
+        self.tail = parts.pop()
+        self.count += len(parts)
+        if self.count >= self.target and not self.done.done():
+            self.done.set_result(None)
+
+
+async def _run_raw_async(
+    port: int, username: str, stream_events: int, split: bool = False
+) -> Measurement:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     target = stream_events + 2  # messages: the Login response, FullyBooted and the stream
-    protocol = _RawProtocol(username, target, done)
+    factory = RawSplitProtocol if split else RawProtocol
+    protocol = factory(username, target, done)
     cpu0 = time.process_time()
     start = time.perf_counter()
     transport, _ = await loop.create_connection(lambda: protocol, "127.0.0.1", port)
@@ -296,8 +311,9 @@ async def _run_raw_async(port: int, username: str, stream_events: int) -> Measur
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu0
     transport.close()
-    return Measurement("raw", protocol.count - 2, elapsed, problems, cpu)
+    name = "raw-split" if split else "raw"
+    return Measurement(name, protocol.count - 2, elapsed, problems, cpu)
 
 
-def run_raw(port: int, username: str, stream_events: int) -> Measurement:
-    return asyncio.run(_run_raw_async(port, username, stream_events))
+def run_raw(port: int, username: str, stream_events: int, split: bool = False) -> Measurement:
+    return asyncio.run(_run_raw_async(port, username, stream_events, split))
