@@ -62,6 +62,10 @@ _DISCARD_TO_BLANK_LINE: Final = 1
 _DISCARD_TO_END_COMMAND: Final = 2
 
 
+# b"\nKey: " search strings for lazy lookups, by key (callers use a handful of constant keys).
+_NEEDLES: dict[str, bytes] = {}
+
+
 class Message:
     """One AMI message: an ordered list of ``(key, value)`` pairs.
 
@@ -131,7 +135,11 @@ class Message:
         """The first value of ``key`` (case-insensitive), or ``default``."""
         block = self._block
         if block is not None:
-            needle = b"\n" + key.encode() + b": "
+            needle = _NEEDLES.get(key)
+            if needle is None:
+                needle = b"\n" + key.encode() + b": "
+                if len(_NEEDLES) < 256:
+                    _NEEDLES[key] = needle
             found = block.find(needle)
             if found >= 0:
                 start = found + len(needle)

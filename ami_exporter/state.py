@@ -31,6 +31,7 @@ DURATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 # Label sets a single server can create for open-ended values before they fold into `other`.
 MAX_TECHS: Final = 32
 MAX_SECURITY_SERVICES: Final = 16
+MAX_STATE_SPELLINGS: Final = 64
 # Raw event names remembered before counting into `other` (memory bound, not a label bound).
 MAX_DISTINCT_EVENT_NAMES: Final = 512
 # How long a channel missing from a resync snapshot waits for a late Hangup before it is
@@ -60,7 +61,6 @@ class Channel:
     state: str
     call: str  # Linkedid, or the Uniqueid where there is none (before Asterisk 13.5)
     created: float | None  # monotonic time of its Newchannel; None when learned by a resync
-    seen: int  # event sequence number of the last event that touched it
 
 
 @dataclass(slots=True)
@@ -157,11 +157,13 @@ class ServerState:
         self.channels_by_state: dict[str, int] = {}
         self.calls: dict[str, int] = {}  # call id -> live channels in it
 
-        self._techs: set[str] = set()
+        self._techs: dict[str, str] = {}
+        self._state_labels: dict[str | None, str] = {}
         self._services: set[str] = set()
         self._seq = 0
         self._resync_seq: int | None = None
         self._resync_hungup: set[str] = set()
+        self._resync_touched: set[str] = set()
         self._pending_gone: dict[str, float] = {}
 
         self._handlers: dict[str, Callable[[Message], None]] = {
@@ -223,11 +225,21 @@ class ServerState:
 
     def _bounded_tech(self, channel: str) -> str:
         tech = labels.channel_tech(channel)
-        if tech not in self._techs:
-            if len(self._techs) >= MAX_TECHS:
-                return labels.OTHER
-            self._techs.add(tech)
+        known = self._techs.get(tech)
+        if known is not None:
+            return known  # the one shared string object, not a fresh copy per channel
+        if len(self._techs) >= MAX_TECHS:
+            return labels.OTHER
+        self._techs[tech] = tech
         return tech
+
+    def _state_label(self, raw: str | None) -> str:
+        label = self._state_labels.get(raw)
+        if label is None:
+            label = labels.channel_state(raw)
+            if len(self._state_labels) < MAX_STATE_SPELLINGS:
+                label = self._state_labels.setdefault(raw, label)
+        return label
 
     def _on_newchannel(self, msg: Message) -> None:
         uid = msg.get("Uniqueid")
@@ -240,17 +252,17 @@ class ServerState:
         if existing is not None:
             # Already learned from a resync whose snapshot saw it before this event arrived.
             existing.created = self._monotonic()
-            existing.seen = self._seq
+            self._note_resync_touch(uid)
             return
         call = msg.get("Linkedid") or uid
-        state = labels.channel_state(msg.get("ChannelStateDesc"))
-        self._add(uid, Channel(tech, state, call, self._monotonic(), self._seq))
+        state = self._state_label(msg.get("ChannelStateDesc"))
+        self._add(uid, Channel(tech, state, call, self._monotonic()))
 
     def _on_newstate(self, msg: Message) -> None:
         uid = msg.get("Uniqueid")
         if not uid:
             return
-        state = labels.channel_state(msg.get("ChannelStateDesc"))
+        state = self._state_label(msg.get("ChannelStateDesc"))
         channel = self.channels.get(uid)
         if channel is None:
             # Its Newchannel predates us: track it now rather than wait for the next resync.
@@ -258,9 +270,9 @@ class ServerState:
                 return
             tech = self._bounded_tech(msg.get("Channel") or "")
             call = msg.get("Linkedid") or uid
-            self._add(uid, Channel(tech, state, call, None, self._seq))
+            self._add(uid, Channel(tech, state, call, None))
             return
-        channel.seen = self._seq
+        self._note_resync_touch(uid)
         if channel.state != state:
             self.channels_by_state[channel.state] -= 1
             channel.state = state
@@ -321,7 +333,21 @@ class ServerState:
 
     # ------------------------------------------------------------------ live channel set
 
+    def _note_resync_touch(self, uid: str) -> None:
+        if self._resync_seq is not None:
+            self._resync_touched.add(uid)
+
     def _add(self, uid: str, channel: Channel) -> None:
+        # Share string objects: a live channel costs a few hundred bytes, and thousands of
+        # them must fit (the Linkedid is the Uniqueid of the call's first channel).
+        call = channel.call
+        if call == uid:
+            channel.call = uid
+        else:
+            first = self.channels.get(call)
+            if first is not None:
+                channel.call = first.call
+        self._note_resync_touch(uid)
         self.channels[uid] = channel
         _incr(self.channels_by_tech, channel.tech)
         _incr(self.channels_by_state, channel.state)
@@ -402,6 +428,7 @@ class ServerState:
         """Mark the point a CoreShowChannels was sent: later events are newer than it."""
         self._resync_seq = self._seq
         self._resync_hungup = set()
+        self._resync_touched = set()
 
     def resync_complete(self, items: Iterable[Message]) -> tuple[int, int]:
         """Reconcile the live set with a CoreShowChannels snapshot; return (added, removed).
@@ -409,7 +436,6 @@ class ServerState:
         Channels the snapshot lacks are dropped from the live set at once; they count as ghosts
         in ``resync_removed`` only if no Hangup for them arrives within the grace period.
         """
-        start_seq = self._resync_seq if self._resync_seq is not None else self._seq
         hung_up = self._resync_hungup
         snapshot: dict[str, Message] = {}
         for item in items:
@@ -419,8 +445,8 @@ class ServerState:
         removed = 0
         deadline = self._monotonic() + self.resync_grace
         for uid in [u for u, c in self.channels.items() if u not in snapshot]:
-            if self.channels[uid].seen > start_seq:
-                continue  # created after the snapshot was taken
+            if uid in self._resync_touched:
+                continue  # created or changed after the snapshot was taken
             self._remove(uid)
             self._pending_gone[uid] = deadline
             removed += 1
@@ -429,19 +455,21 @@ class ServerState:
             if uid in self.channels or uid in hung_up:
                 continue
             tech = self._bounded_tech(item.get("Channel") or "")
-            state = labels.channel_state(item.get("ChannelStateDesc"))
+            state = self._state_label(item.get("ChannelStateDesc"))
             call = item.get("Linkedid") or uid
-            self._add(uid, Channel(tech, state, call, None, self._seq))
+            self._add(uid, Channel(tech, state, call, None))
             added += 1
         self.resync_added += added
         self._resync_seq = None
         self._resync_hungup = set()
+        self._resync_touched = set()
         return added, removed
 
     def resync_complete_aborted(self) -> None:
         """The CoreShowChannels was refused: keep the live set as the events built it."""
         self._resync_seq = None
         self._resync_hungup = set()
+        self._resync_touched = set()
 
     def settle(self) -> None:
         """Count channels removed by a resync whose grace period ran out without a Hangup."""
