@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ami_exporter.amitls import client_ssl_context
 from ami_exporter.config import ServerConfig
 from ami_exporter.errors import AMIConnectionError, AMILoginError, AMISessionLost
 from ami_exporter.protocol import AMIParser, Message, action, parse_block, serialize
@@ -46,6 +47,7 @@ BACKOFF_JITTER = 0.2
 LOGIN_TIMEOUT_MIN = 5.0
 LOGOFF_TIMEOUT = 1.0
 LIST_EVENT_NAMES = frozenset({b"CoreShowChannel", b"CoreShowChannelsComplete"})
+_LIST_EVENT_STRS = frozenset(name.decode() for name in LIST_EVENT_NAMES)
 
 
 class Backoff:
@@ -107,15 +109,21 @@ class _AMIProtocol(asyncio.Protocol):
             return
         state.last_event_timestamp = time.time()
         parsed_names = self._parsed_names
-        count_event = state.count_event
+        raw_counts = state.raw_event_counts
         for block in blocks:
             # Most events (Newexten, VarSet, Cdr, DeviceStateChange...) feed nothing but
             # their own count: look at the first line only and skip parsing the rest.
             if block.startswith(b"Event: "):
                 nl = block.find(b"\n")
-                name = block[7:nl] if nl > 0 else block[7:]
+                if nl < 0:
+                    name = block[7:]
+                else:
+                    name = block[7 : nl - 1] if block[nl - 1] == 13 else block[7:nl]
                 if name not in parsed_names:
-                    count_event(name)
+                    if name in raw_counts:
+                        raw_counts[name] += 1
+                    else:
+                        state.count_event(name)  # first sighting: bounded insert
                     continue
                 if nl > 0:
                     # The handlers read a few fields each: look them up in the raw block.
@@ -146,6 +154,8 @@ class _AMIProtocol(asyncio.Protocol):
             entry.response = msg
 
     def _route_list_item(self, msg: Message) -> None:
+        if msg.name not in _LIST_EVENT_STRS:
+            return  # broadcast events carry no ActionID of ours; don't even look it up
         action_id = msg.get("ActionID")
         if not action_id:
             return
@@ -183,11 +193,17 @@ class AMIClient:
         *,
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        backoff_scale: float = 1.0,
     ) -> None:
         self.config = config
         self.state = state
         self._rng = rng or random.Random()
-        self._ssl = ssl_context
+        # Without an explicit context, one is built from the config (`tls: true`).
+        self._ssl = ssl_context if ssl_context is not None else client_ssl_context(config)
+        # Multiplies every reconnect delay actually slept (never the schedule itself): a test
+        # compresses minutes of backoff into a fraction of a second with real sockets and the
+        # real loop, instead of patching asyncio.sleep for every task in the process.
+        self.backoff_scale = backoff_scale
         self._backoff = Backoff(BACKOFF_BASE, BACKOFF_CAP, self._rng)
         self._auth_backoff = Backoff(AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, self._rng)
         self._ids = itertools.count(1)
@@ -204,7 +220,7 @@ class AMIClient:
             if self._stopping:
                 break
             self._log.info("reconnecting in %.1f s", delay)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay * self.backoff_scale)
 
     async def stop(self) -> None:
         """Log off politely (bounded in time) and close the socket."""
@@ -269,7 +285,11 @@ class AMIClient:
         try:
             _, protocol = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _AMIProtocol(self.state), cfg.host, cfg.port, ssl=self._ssl
+                    lambda: _AMIProtocol(self.state),
+                    cfg.host,
+                    cfg.port,
+                    ssl=self._ssl,
+                    server_hostname=(cfg.tls_server_name or cfg.host) if self._ssl else None,
                 ),
                 cfg.connect_timeout,
             )
@@ -278,7 +298,8 @@ class AMIClient:
                 "timeout", f"no TCP connection within {cfg.connect_timeout:g} s"
             ) from None
         except ssl.SSLError as exc:
-            raise AMIConnectionError("tls", f"TLS handshake failed: {exc.reason or exc}") from None
+            why = getattr(exc, "verify_message", None) or exc.reason or exc
+            raise AMIConnectionError("tls", f"TLS handshake failed: {why}") from None
         except ConnectionRefusedError:
             raise AMIConnectionError(
                 "refused", "connection refused (AMI disabled, wrong port or bindaddr?)"

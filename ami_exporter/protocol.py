@@ -144,7 +144,10 @@ class Message:
             if found >= 0:
                 start = found + len(needle)
                 end = block.find(b"\n", start)
-                raw = block[start:] if end < 0 else block[start:end]
+                if end < 0:
+                    raw = block[start:]
+                else:
+                    raw = block[start : end - 1] if block[end - 1] == 13 else block[start:end]
                 return raw.decode("utf-8", "surrogateescape")
             self._materialize()
         exact = self._exact
@@ -206,6 +209,7 @@ class AMIParser:
     __slots__ = (
         "_buf",
         "_cr_pending",
+        "_crlf",
         "_discarding",
         "_expect_banner",
         "banner",
@@ -223,6 +227,7 @@ class AMIParser:
         self._buf = b""
         self._cr_pending = False
         self._discarding = _NOT_DISCARDING
+        self._crlf = True  # Asterisk sends CRLF; a bare LF switches to normalising for good
         self._expect_banner = expect_banner
         self.banner: str | None = None
         self.malformed = 0
@@ -249,11 +254,70 @@ class AMIParser:
     def feed_frames(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete message blocks, not yet parsed.
 
-        A block is the message's bytes with line ends normalised to LF and no closing blank
-        line; :func:`parse_block` turns it into a :class:`Message`. Splitting framing from
-        parsing lets a consumer look at the first line and parse only what it needs.
-        Blocks larger than ``max_message_size`` are counted in ``malformed`` here.
+        A block is the message's bytes without the closing blank line; its lines end in CRLF
+        (as Asterisk sends them) or, once the peer has sent any bare LF, in LF.
+        :func:`parse_block` turns it into a :class:`Message`. Splitting framing from parsing
+        lets a consumer look at the first line and parse only what it needs. Blocks larger
+        than ``max_message_size`` are counted in ``malformed`` here.
         """
+        if self._crlf:
+            frames = self._feed_crlf(data)
+            if frames is not None:
+                return frames
+            # The stream is not pure CRLF: from now on normalise (the buffer is in `data`).
+        return self._feed_lf(data)
+
+    def _feed_crlf(self, data: bytes) -> list[bytes] | None:
+        """Framing without copying the stream, while every line end is CRLF.
+
+        Returns None, having left CRLF mode for good, at the first sign of anything else:
+        a bare LF, a ``Response: Follows`` block, or an oversized message. The caller then
+        runs the normalising path on everything buffered.
+        """
+        buf = self._buf + data if self._buf else data
+        if (
+            buf.count(b"\n") != buf.count(b"\r\n")
+            or b"ollows" in buf
+            or b"OLLOWS" in buf
+            or self._discarding
+        ):
+            self._crlf = False
+            self._buf = b""
+            return self._feed_lf(buf)
+        if self._expect_banner:
+            nl = buf.find(b"\r\n")
+            if nl < 0:
+                self._buf = self._guard_partial(buf)
+                return []
+            self.banner = buf[:nl].decode("utf-8", "surrogateescape")
+            self._expect_banner = False
+            buf = buf[nl + 2 :]
+        parts = buf.split(b"\r\n\r\n")
+        rest = parts.pop()
+        if rest[:2] == b"\r\n":
+            rest = rest.lstrip(b"\r\n")  # stray blank lines before the next message
+        limit = self.max_message_size
+        if b"\r\n\r\n\r\n" in buf or buf[:2] == b"\r\n" or (parts and max(map(len, parts)) > limit):
+            out: list[bytes] = []
+            for part in parts:
+                if part[:2] == b"\r\n":
+                    part = part.lstrip(b"\r\n")
+                if not part:
+                    continue
+                # The limit is on the message with LF line ends, whichever mode framed it.
+                if len(part) > limit and len(part) - part.count(b"\r\n") > limit:
+                    self.malformed += 1
+                else:
+                    out.append(part)
+            parts = out
+        if len(rest) > limit + _TERMINATOR_SLACK:
+            self._crlf = False
+            self._buf = b""
+            return parts + self._feed_lf(rest)
+        self._buf = rest
+        return parts
+
+    def _feed_lf(self, data: bytes) -> list[bytes]:
         if self._cr_pending:
             data = b"\r" + data
             self._cr_pending = False
@@ -285,18 +349,22 @@ class AMIParser:
         if rest and rest[0] == 0x0A:
             rest = rest.lstrip(b"\n")  # stray blank lines before the next message
         limit = self.max_message_size
-        out: list[bytes] = []
-        for part in parts:
-            if not part:
-                continue  # stray blank lines between messages are legal noise
-            if part[0] == 0x0A:
-                part = part.lstrip(b"\n")
+        if b"\n\n\n" in buf or buf[:1] == b"\n" or (parts and max(map(len, parts)) > limit):
+            # Stray blank lines (empty parts, parts starting with LF) or an oversized
+            # message: filter part by part. Otherwise the split is the answer as it is.
+            out: list[bytes] = []
+            for part in parts:
                 if not part:
                     continue
-            if len(part) > limit:
-                self.malformed += 1
-            else:
-                out.append(part)
+                if part[0] == 0x0A:
+                    part = part.lstrip(b"\n")
+                    if not part:
+                        continue
+                if len(part) > limit:
+                    self.malformed += 1
+                else:
+                    out.append(part)
+            parts = out
         if len(rest) > limit + _TERMINATOR_SLACK:
             self.malformed += 1
             self._discarding = _DISCARD_TO_BLANK_LINE
@@ -304,7 +372,7 @@ class AMIParser:
             # the start of the blank line that ends it.
             rest = rest[-_TERMINATOR_SLACK:]
         self._buf = rest
-        return out
+        return parts
 
     def _frames_careful(self, buf: bytes) -> list[bytes]:
         out: list[bytes] = []
@@ -403,6 +471,8 @@ def parse_block(block: bytes) -> Message | None:
     value, or a line has no colon. Lines split at the first ``": "`` (values may contain
     more), ``Key:`` alone is an empty value, ``Key:value`` without the space is accepted.
     """
+    if b"\r\n" in block:
+        block = block.replace(b"\r\n", b"\n")
     text = block.decode("utf-8", "surrogateescape")
     lines = text.split("\n")
     key, sep, name = lines[0].partition(": ")

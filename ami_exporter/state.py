@@ -25,7 +25,10 @@ from datetime import datetime
 from typing import Final
 
 from ami_exporter import labels
+from ami_exporter.peers import PeerState
 from ami_exporter.protocol import Message
+from ami_exporter.queues import QueueState
+from ami_exporter.vicidial import VicidialState
 
 DURATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 # Label sets a single server can create for open-ended values before they fold into `other`.
@@ -124,6 +127,10 @@ class ServerState:
         self.last_event_timestamp: float | None = None
         self.ping_rtt: float | None = None
         self.malformed = 0
+        # The last non-empty last_error and when it was set: kept after the session recovers,
+        # for the status page (the client clears last_error at each login).
+        self.last_problem = ""
+        self.last_problem_timestamp: float | None = None
         self.last_error = ""  # human-readable, for the landing page and logs; never a secret
         self.state_since = clock()
 
@@ -141,7 +148,7 @@ class ServerState:
         # Event-derived counters. Events are counted by their raw name (str when parsed, bytes
         # when only the first line was looked at) and folded into labels at scrape time.
         self._event_counts: dict[str, int] = {}
-        self._event_counts_raw: dict[bytes, int] = {}
+        self.raw_event_counts: dict[bytes, int] = {}  # the client increments known names
         self.channels_created: dict[str, int] = {}
         self.hangups: dict[tuple[str, str, str], int] = {}
         self.originates: dict[tuple[str, str], int] = dict.fromkeys(ORIGINATE_LABELS, 0)
@@ -172,12 +179,33 @@ class ServerState:
             "Hangup": self._on_hangup,
             "OriginateResponse": self._on_originate_response,
             "DialEnd": self._on_dial_end,
+            "Dial": self._on_dial,  # Asterisk 1.8/11: SubEvent Begin/End
             "FullyBooted": self._on_fully_booted,
             "Shutdown": self._on_shutdown,
             "Reload": self._on_reload,
         }
         for name_ in labels.SECURITY_EVENTS:
             self._handlers[name_] = self._on_security
+
+        # Trunks and registrations (events here, polls in ami_exporter.polls), app_queue
+        # (polled, opt-in) and VICIdial call types (opt-in, see configure()).
+        self.peers = PeerState()
+        self.queues = QueueState()
+        self.vicidial = VicidialState(monotonic)
+        self._handlers["PeerStatus"] = self.peers.on_peer_status
+        self._handlers["ContactStatus"] = self.peers.on_contact_status
+        self._handlers["Registry"] = self.peers.on_registry
+
+    def configure(
+        self,
+        *,
+        peers_include: str | None = None,
+        peers_exclude: str | None = None,
+        vicidial: bool = False,
+    ) -> None:
+        """Per-server options from the configuration (see ``ServerConfig``)."""
+        self.peers.set_filter(peers_include, peers_exclude)
+        self.vicidial.enabled = vicidial
 
     # ------------------------------------------------------------------ events
 
@@ -203,7 +231,7 @@ class ServerState:
 
     def count_event(self, raw_name: bytes) -> None:
         """Count an event that feeds no metric but its own count, from its raw name."""
-        counts = self._event_counts_raw
+        counts = self.raw_event_counts
         if raw_name in counts:
             counts[raw_name] += 1
         elif len(counts) < MAX_DISTINCT_EVENT_NAMES:
@@ -218,7 +246,7 @@ class ServerState:
         for name, n in list(self._event_counts.items()):
             label = labels.event_name(name)
             out[label] = out.get(label, 0) + n
-        for raw, n in list(self._event_counts_raw.items()):
+        for raw, n in list(self.raw_event_counts.items()):
             label = labels.event_name(raw.decode("utf-8", "replace").strip())
             out[label] = out.get(label, 0) + n
         return out
@@ -244,6 +272,8 @@ class ServerState:
     def _on_newchannel(self, msg: Message) -> None:
         uid = msg.get("Uniqueid")
         name = msg.get("Channel") or ""
+        if name[-1:] == ">" and _is_masquerade(name):
+            return
         tech = self._bounded_tech(name)
         _incr(self.channels_created, tech)
         if not uid:
@@ -263,12 +293,17 @@ class ServerState:
         if not uid:
             return
         state = self._state_label(msg.get("ChannelStateDesc"))
+        if self.vicidial.enabled:
+            self.vicidial.observe(msg, hangup=False)
         channel = self.channels.get(uid)
         if channel is None:
             # Its Newchannel predates us: track it now rather than wait for the next resync.
             if uid in self._pending_gone or uid in self._resync_hungup:
                 return
-            tech = self._bounded_tech(msg.get("Channel") or "")
+            name = msg.get("Channel") or ""
+            if name[-1:] == ">" and _is_masquerade(name):
+                return
+            tech = self._bounded_tech(name)
             call = msg.get("Linkedid") or uid
             self._add(uid, Channel(tech, state, call, None))
             return
@@ -280,6 +315,17 @@ class ServerState:
 
     def _on_hangup(self, msg: Message) -> None:
         name = msg.get("Channel") or ""
+        if name[-1:] == ">" and _is_masquerade(name):
+            # 1.8/11 masquerade leftovers: no call ended, but the Uniqueid it carries left.
+            uid = msg.get("Uniqueid")
+            if uid:
+                if self._resync_seq is not None:
+                    self._resync_hungup.add(uid)
+                self._pending_gone.pop(uid, None)
+                self._remove(uid)
+            return
+        if self.vicidial.enabled:
+            self.vicidial.observe(msg, hangup=True)
         tech = self._bounded_tech(name)
         cause, cause_name = labels.hangup_cause(msg.get("Cause"))
         key = (tech, cause, cause_name)
@@ -304,6 +350,12 @@ class ServerState:
 
     def _on_dial_end(self, msg: Message) -> None:
         _incr(self.dials, labels.dial_status(msg.get("DialStatus")))
+
+    def _on_dial(self, msg: Message) -> None:
+        # 1.8/11 `Dial`: SubEvent Begin (ignored) or End, which carries DialStatus (1.4 sent
+        # Begin only, without SubEvent).
+        if (msg.get("SubEvent") or "").strip().lower() == "end":
+            _incr(self.dials, labels.dial_status(msg.get("DialStatus")))
 
     def _on_fully_booted(self, msg: Message) -> None:
         now = self._clock()
@@ -440,7 +492,7 @@ class ServerState:
         snapshot: dict[str, Message] = {}
         for item in items:
             uid = item.get("Uniqueid")  # 1.8/11 spell it UniqueID; lookups ignore case
-            if uid:
+            if uid and not _is_masquerade(item.get("Channel") or ""):
                 snapshot[uid] = item
         removed = 0
         deadline = self._monotonic() + self.resync_grace
@@ -483,6 +535,18 @@ class ServerState:
 
     # ------------------------------------------------------------------ connection health
 
+    @property
+    def last_error(self) -> str:
+        """Human-readable current error (empty while healthy); for the status page and logs."""
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, text: str) -> None:
+        self._last_error = text
+        if text:
+            self.last_problem = text
+            self.last_problem_timestamp = self._clock()
+
     def set_up(self, up: bool) -> None:
         if up != self.up:
             self.state_since = self._clock()
@@ -494,6 +558,11 @@ class ServerState:
     @property
     def active_calls(self) -> int:
         return len(self.calls)
+
+
+def _is_masquerade(channel: str) -> bool:
+    """``SIP/100-0000002a<ZOMBIE>`` / ``...<MASQ>``: 1.8/11 masquerade leftovers, not calls."""
+    return channel.endswith(("<ZOMBIE>", "<MASQ>"))
 
 
 def _float(raw: str | None) -> float | None:
