@@ -19,6 +19,7 @@ import sys
 from typing import Any, NoReturn
 
 from ami_exporter import __version__
+from ami_exporter.amitls import client_ssl_context
 from ami_exporter.client import AMIClient
 from ami_exporter.collector import build_registry
 from ami_exporter.config import (
@@ -32,9 +33,11 @@ from ami_exporter.config import (
     read_secret_file,
 )
 from ami_exporter.errors import ConfigError
+from ami_exporter.history import History
 from ami_exporter.logsetup import LEVEL_NAMES, setup_logging
 from ami_exporter.state import ServerState
 from ami_exporter.web import WebServer
+from ami_exporter.webconfig import load_web_config
 
 log = logging.getLogger("ami_exporter")
 
@@ -53,6 +56,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="ami-exporter",
         description="Prometheus exporter for the Asterisk Manager Interface (AMI).",
+        epilog="'ami-exporter check [same flags]' diagnoses each AMI server once and exits "
+        "(0: all well; see README).",
     )
     p.add_argument(
         "--ami.address",
@@ -100,6 +105,38 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="TCP connect and banner timeout (default 5)",
     )
     p.add_argument(
+        "--ami.tls",
+        dest="ami_tls",
+        action="store_true",
+        default=None,
+        help="connect to AMI over TLS (manager.conf tlsenable, usually port 5039)",
+    )
+    p.add_argument(
+        "--ami.tls-ca-file",
+        dest="ami_tls_ca_file",
+        metavar="FILE",
+        help="CA certificates (PEM) to verify the AMI server with (default: the system's)",
+    )
+    p.add_argument(
+        "--ami.tls-server-name",
+        dest="ami_tls_server_name",
+        metavar="NAME",
+        help="name expected in the AMI server's certificate (default: the host)",
+    )
+    p.add_argument(
+        "--ami.tls-insecure-skip-verify",
+        dest="ami_tls_insecure_skip_verify",
+        action="store_true",
+        default=None,
+        help="TLS without checking the AMI server's certificate (testing only)",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth for the HTTP side (exporter-toolkit web config format)",
+    )
+    p.add_argument(
         "--web.listen-address",
         dest="listen_address",
         default=DEFAULT_LISTEN_ADDRESS,
@@ -144,7 +181,7 @@ def config_from_args(
         )
     if args.telemetry_path in ("/", "/-/healthy", "/-/ready"):
         raise ConfigError(f"--web.telemetry-path: {args.telemetry_path!r} is a reserved path")
-    intervals = {
+    intervals: dict[str, Any] = {
         "ping_interval": positive_seconds(args.ping_interval, "--ami.ping-interval"),
         "resync_interval": positive_seconds(args.resync_interval, "--ami.resync-interval"),
         "connect_timeout": positive_seconds(args.connect_timeout, "--ami.connect-timeout"),
@@ -153,11 +190,28 @@ def config_from_args(
     if args.ami_secret_file:
         secret = read_secret_file(args.ami_secret_file, "--ami.secret-file", warn)
 
+    tls = {
+        "tls": bool(args.ami_tls),
+        "tls_ca_file": args.ami_tls_ca_file,
+        "tls_server_name": args.ami_tls_server_name,
+        "tls_insecure_skip_verify": bool(args.ami_tls_insecure_skip_verify),
+    }
+    if not args.ami_tls:
+        for flag, key in (
+            ("--ami.tls-ca-file", "tls_ca_file"),
+            ("--ami.tls-server-name", "tls_server_name"),
+            ("--ami.tls-insecure-skip-verify", "tls_insecure_skip_verify"),
+        ):
+            if tls[key] and not args.config_file:
+                raise ConfigError(f"{flag} needs --ami.tls")
+    if args.web_config_file:
+        load_web_config(args.web_config_file, warn)  # checked now: a bad file exits 2
+
     servers: list[ServerConfig]
     if args.demo:
         servers = []  # filled in once the simulator listens
     elif args.config_file:
-        defaults = {"username": args.ami_username, "secret": secret, **intervals}
+        defaults = {"username": args.ami_username, "secret": secret, **intervals, **tls}
         servers = load_config_file(args.config_file, defaults, warn)
     else:
         host, port = parse_host_port(args.ami_address, "--ami.address", "127.0.0.1")
@@ -166,8 +220,12 @@ def config_from_args(
         if not secret:
             raise ConfigError("no AMI secret: set AMI_SECRET or --ami.secret-file")
         name = args.ami_server_name or args.ami_address
-        servers = [ServerConfig(name, host, port, args.ami_username, secret, **intervals)]
-    return ExporterConfig(tuple(servers), listen_host, listen_port, args.telemetry_path)
+        servers = [ServerConfig(name, host, port, args.ami_username, secret, **intervals, **tls)]
+    for server in servers:
+        flag = "--ami.tls-ca-file" if not args.config_file else ""
+        client_ssl_context(server, flag)  # a bad CA file exits 2 now, not at each reconnect
+    return ExporterConfig(tuple(servers), listen_host, listen_port, args.telemetry_path,
+                          args.web_config_file)  # fmt: skip
 
 
 async def serve(config: ExporterConfig, *, demo: bool = False) -> int:
@@ -188,8 +246,13 @@ async def serve(config: ExporterConfig, *, demo: bool = False) -> int:
 
     states = [ServerState(s.name) for s in servers]
     registry = build_registry(states)
+    history = History(states)  # status page sparklines; sampled off the event path
+    web_config = load_web_config(config.web_config_file) if config.web_config_file else None
     web = WebServer(registry, states, host=config.listen_host, port=config.listen_port,
-                    telemetry_path=config.telemetry_path)  # fmt: skip
+                    telemetry_path=config.telemetry_path,
+                    ssl_context=web_config.ssl_context if web_config else None,
+                    basic_auth=web_config.basic_auth if web_config else None,
+                    history=history)  # fmt: skip
     try:
         await web.start()
     except OSError as exc:
@@ -199,10 +262,12 @@ async def serve(config: ExporterConfig, *, demo: bool = False) -> int:
             await simulator.stop()
         return 1
     where = config.listen_host or "0.0.0.0"  # what ":PORT" means
-    log.info("listening on http://%s:%d%s", where, web.port, config.telemetry_path)
+    scheme = "https" if web_config is not None and web_config.ssl_context else "http"
+    log.info("listening on %s://%s:%d%s", scheme, where, web.port, config.telemetry_path)
 
     clients = [AMIClient(s, st) for s, st in zip(servers, states, strict=True)]
     tasks = [asyncio.create_task(c.run(), name=f"ami:{c.config.name}") for c in clients]
+    tasks.append(asyncio.create_task(history.run(), name="history"))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -222,6 +287,13 @@ async def serve(config: ExporterConfig, *, demo: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["check"]:
+        # `ami-exporter check [same flags]`: a one-shot diagnosis (ami_exporter.check).
+        from ami_exporter.check import main as check_main
+
+        return check_main(argv[1:])
     parser = build_arg_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)

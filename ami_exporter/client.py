@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ami_exporter import polls
 from ami_exporter.amitls import client_ssl_context
 from ami_exporter.config import ServerConfig
 from ami_exporter.errors import AMIConnectionError, AMILoginError, AMISessionLost
@@ -46,7 +47,10 @@ BACKOFF_JITTER = 0.2
 # Asterisk answers a bad login after a deliberate 1 s sleep; leave room for that.
 LOGIN_TIMEOUT_MIN = 5.0
 LOGOFF_TIMEOUT = 1.0
-LIST_EVENT_NAMES = frozenset({b"CoreShowChannel", b"CoreShowChannelsComplete"})
+LIST_EVENT_NAMES = frozenset(
+    {b"CoreShowChannel", b"CoreShowChannelsComplete"}
+    | {name.encode() for name in polls.LIST_ITEM_NAMES}
+)
 _LIST_EVENT_STRS = frozenset(name.decode() for name in LIST_EVENT_NAMES)
 
 
@@ -210,6 +214,11 @@ class AMIClient:
         self._protocol: _AMIProtocol | None = None
         self._stopping = False
         self._log = logging.LoggerAdapter(log, {"server": config.name})
+        state.configure(
+            peers_include=config.peers_include,
+            peers_exclude=config.peers_exclude,
+            vicidial=config.vicidial,
+        )
 
     # ------------------------------------------------------------------ main loop
 
@@ -385,12 +394,26 @@ class AMIClient:
         return "error", "session ended"
 
     async def _initial_sync_then_resync(self) -> None:
+        skip: set[str] = set()  # optional actions this session's server lacks
         await self._sync_core()
         await self._resync()
+        await self._poll_optional(skip)
         while True:
             await asyncio.sleep(self.config.resync_interval)
             await self._sync_core()
             await self._resync()
+            await self._poll_optional(skip)
+
+    async def _poll_optional(self, skip: set[str]) -> None:
+        """Peers, registrations and (opt-in) queues, where the server has the modules."""
+        await polls.poll_optional(
+            self._request,
+            self.state,
+            queues=self.config.queues,
+            skip=skip,
+            timeout=max(self.config.ping_interval, 30.0),
+            logger=self._log,
+        )
 
     async def _sync_core(self) -> None:
         timeout = self.config.ping_interval

@@ -19,6 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ami_exporter import __version__
+from ami_exporter.feature_metrics import feature_families
 from ami_exporter.state import ServerState
 
 
@@ -199,6 +200,7 @@ class AMICollector(Collector):
             events, malformed, resync_removed, resync_added, info, startup, reload_, active,
             by_state, calls, created, hangups, originates, dials, duration, security,
         )  # fmt: skip
+        yield from feature_families(self._states)  # peers, registrations, queues, VICIdial
 
         build = GaugeMetricFamily(
             "asterisk_exporter_build_info",

@@ -9,6 +9,7 @@ are visible to every user in the process list).
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,16 @@ class ServerConfig:
     ping_interval: float = 10.0
     resync_interval: float = 60.0
     connect_timeout: float = 5.0
+    # AMI over TLS (Asterisk's manager.conf tlsenable, usually port 5039).
+    tls: bool = False
+    tls_ca_file: str | None = None  # None: the system's trusted CAs
+    tls_server_name: str | None = None  # None: the host; checked against the certificate
+    tls_insecure_skip_verify: bool = False  # encrypt but accept any certificate (testing only)
+    # Trunks and peers: export only peers whose name matches include and not exclude (re.search).
+    peers_include: str | None = None
+    peers_exclude: str | None = None
+    queues: bool = False  # poll QueueStatus/QueueSummary (app_queue) on every resync
+    vicidial: bool = False  # VICIdial call types from the call IDs in CallerIDName
 
     @property
     def address(self) -> str:
@@ -106,6 +117,14 @@ _SERVER_KEYS = {
     "ping_interval",
     "resync_interval",
     "connect_timeout",
+    "tls",
+    "tls_ca_file",
+    "tls_server_name",
+    "tls_insecure_skip_verify",
+    "peers_include",
+    "peers_exclude",
+    "queues",
+    "vicidial",
 }
 
 
@@ -187,12 +206,58 @@ def load_config_file(path: str, defaults: dict[str, Any], warn: Any = None) -> l
         if name in names:
             raise ConfigError(f"{where}: duplicate server name {name!r}")
         names.add(name)
-        intervals = {
+        intervals: dict[str, Any] = {
             key: positive_seconds(get(key)[0], get(key)[1])
             for key in ("ping_interval", "resync_interval", "connect_timeout")
         }
         servers.append(
             ServerConfig(name=name, host=host, port=port, username=username, secret=secret,
-                         **intervals)
+                         **intervals, **_tls_options(get, values), **_feature_options(get))
         )  # fmt: skip
     return servers
+
+
+def _tls_options(get: Any, explicit: dict[str, Any]) -> dict[str, Any]:
+    """The per-server ``tls*`` keys (defaults from the ``--ami.tls*`` flags), validated."""
+    out: dict[str, Any] = {}
+    for key in ("tls", "tls_insecure_skip_verify"):
+        value, where = get(key)
+        if value is None:
+            value = False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} must be true or false")
+        out[key] = value
+    for key in ("tls_ca_file", "tls_server_name"):
+        value, where = get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{where}: {value!r} must be a non-empty string")
+        out[key] = value
+    if not out["tls"]:
+        for key in ("tls_ca_file", "tls_server_name", "tls_insecure_skip_verify"):
+            if out[key] and key in explicit:
+                _, where = get(key)
+                raise ConfigError(f"{where}: needs 'tls: true'")
+    return out
+
+
+def _feature_options(get: Any) -> dict[str, Any]:
+    """``peers_include``/``peers_exclude`` (regular expressions), ``queues``, ``vicidial``."""
+    out: dict[str, Any] = {}
+    for key in ("peers_include", "peers_exclude"):
+        value, where = get(key)
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: {value!r} must be a non-empty regular expression")
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ConfigError(f"{where}: invalid regular expression {value!r}: {exc}") from None
+        out[key] = value
+    for key in ("queues", "vicidial"):
+        value, where = get(key)
+        if value is None:
+            value = False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} must be true or false")
+        out[key] = value
+    return out

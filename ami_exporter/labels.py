@@ -137,6 +137,11 @@ KNOWN_EVENTS: Final = frozenset(
         "CoreShowChannelMapComplete", "ChannelHungup", "ChannelsHungupListComplete",
         "TestEvent", "MessageWaiting", "VoicemailPasswordChange", "Flash", "Wink",
         "SIPQualifyPeerDone",
+        # list items of the peer, registration and queue polls
+        "PeerEntry", "PeerlistComplete", "RegistryEntry", "RegistrationsComplete",
+        "ContactList", "ContactListComplete", "OutboundRegistrationDetail",
+        "OutboundRegistrationDetailComplete", "QueueParams", "QueueMember", "QueueEntry",
+        "QueueStatusComplete", "QueueSummary", "QueueSummaryComplete",
         *SECURITY_EVENTS,
     }
 )  # fmt: skip

@@ -144,10 +144,9 @@ class Message:
             if found >= 0:
                 start = found + len(needle)
                 end = block.find(b"\n", start)
-                if end < 0:
-                    raw = block[start:]
-                else:
-                    raw = block[start : end - 1] if block[end - 1] == 13 else block[start:end]
+                raw = block[start:] if end < 0 else block[start:end]
+                if raw[-1:] == b"\r":
+                    raw = raw.rstrip(b"\r")  # as parse_block: CRs before a line end are noise
                 return raw.decode("utf-8", "surrogateescape")
             self._materialize()
         exact = self._exact
@@ -289,19 +288,23 @@ class AMIParser:
             if nl < 0:
                 self._buf = self._guard_partial(buf)
                 return []
+            if nl > self.max_message_size:  # an oversized banner: the careful path judges it
+                self._crlf = False
+                self._buf = b""
+                return self._feed_lf(buf)
             self.banner = buf[:nl].decode("utf-8", "surrogateescape")
             self._expect_banner = False
             buf = buf[nl + 2 :]
         parts = buf.split(b"\r\n\r\n")
         rest = parts.pop()
         if rest[:2] == b"\r\n":
-            rest = rest.lstrip(b"\r\n")  # stray blank lines before the next message
+            rest = _lstrip_crlf(rest)  # stray blank lines before the next message
         limit = self.max_message_size
         if b"\r\n\r\n\r\n" in buf or buf[:2] == b"\r\n" or (parts and max(map(len, parts)) > limit):
             out: list[bytes] = []
             for part in parts:
                 if part[:2] == b"\r\n":
-                    part = part.lstrip(b"\r\n")
+                    part = _lstrip_crlf(part)
                 if not part:
                     continue
                 # The limit is on the message with LF line ends, whichever mode framed it.
@@ -329,16 +332,20 @@ class AMIParser:
         if b"\r\n" in data:
             data = data.replace(b"\r\n", b"\n")
         buf = self._buf + data if self._buf else data
-        pos = 0
         if self._expect_banner:
             nl = buf.find(b"\n")
             if nl < 0:
                 self._buf = self._guard_partial(buf)
                 return []
-            self.banner = buf[:nl].decode("utf-8", "surrogateescape")
-            self._expect_banner = False
-            pos = nl + 1
-            buf = buf[pos:]
+            if nl > self.max_message_size:
+                # Judged as if it had come in pieces: skipped up to the next blank line, whose
+                # search starts at the banner's own line end.
+                self._oversized_banner()
+                buf = buf[nl:]
+            else:
+                self.banner = buf[:nl].decode("utf-8", "surrogateescape")
+                self._expect_banner = False
+                buf = buf[nl + 1 :]
         if self._discarding or b"ollows" in buf or b"OLLOWS" in buf:
             # Rare: recovering from an oversized message, or a `Response: Follows` block
             # (Asterisk <= 13 Command output) whose body may hold blank lines.
@@ -399,7 +406,15 @@ class AMIParser:
                 pos += 1
             if pos >= size:
                 break
-            follows = buf[pos : pos + 17].lower() == _FOLLOWS_PREFIX
+            # `Response: Follows` and nothing else on the line, as parse_block judges it: a
+            # `Response: Followsxyz` is an ordinary response. And spelt so that the scan for
+            # "ollows"/"OLLOWS" that routes a read here sees it, or a `foLLows` would frame
+            # differently depending on which other bytes shared its read (found by fuzzing).
+            follows = (
+                buf[pos : pos + 17].lower() == _FOLLOWS_PREFIX
+                and buf[pos + 11 : pos + 17] in (b"ollows", b"OLLOWS")
+                and _blank_to_line_end(buf, pos + 17)
+            )
             if follows:
                 end, after = self._find_follows_end(buf, pos)
             else:
@@ -433,13 +448,18 @@ class AMIParser:
         return dropped
 
     def _guard_partial(self, buf: bytes) -> bytes:
-        # A banner that never ends is not an AMI peer; bound the memory it can take.
-        if len(buf) > self.max_message_size:
-            self.malformed += 1
-            self._expect_banner = False
-            self._discarding = _DISCARD_TO_BLANK_LINE
+        # A banner that never ends is not an AMI peer; bound the memory it can take. The +1:
+        # a trailing CR may be half of the line end, and a banner is oversized by its length
+        # without the line end whether it arrived whole or in pieces.
+        if len(buf) > self.max_message_size + 1:
+            self._oversized_banner()
             return buf[-1:]
         return buf
+
+    def _oversized_banner(self) -> None:
+        self.malformed += 1
+        self._expect_banner = False
+        self._discarding = _DISCARD_TO_BLANK_LINE
 
     @staticmethod
     def _find_follows_end(buf: bytes, pos: int) -> tuple[int, int]:
@@ -464,6 +484,29 @@ class AMIParser:
             search = idx + 1
 
 
+def _blank_to_line_end(buf: bytes, start: int) -> bool:
+    """Only spaces (or nothing) from ``start`` to the end of the line, or of ``buf``."""
+    end = buf.find(b"\n", start)
+    return not (buf[start:] if end < 0 else buf[start:end]).strip()
+
+
+def _lstrip_crlf(data: bytes) -> bytes:
+    """``data`` without its leading CRLF pairs (blank lines); a lone CR is data and stays.
+
+    ``bytes.lstrip(b"\\r\\n")`` would also eat the CR of a line that starts with one, and
+    then the same bytes would frame differently when a bare LF elsewhere in the read sends
+    them down the normalising path (found by fuzzing).
+    """
+    stripped = data.lstrip(b"\r\n")
+    removed = len(data) - len(stripped)
+    if removed % 2 == 0 and data[:removed] == b"\r\n" * (removed // 2):
+        return stripped
+    i = 0
+    while data[i : i + 2] == b"\r\n":
+        i += 2
+    return data[i:]
+
+
 def parse_block(block: bytes) -> Message | None:
     """Parse one framed message (from :meth:`AMIParser.feed_frames`); ``None`` if malformed.
 
@@ -473,6 +516,14 @@ def parse_block(block: bytes) -> Message | None:
     """
     if b"\r\n" in block:
         block = block.replace(b"\r\n", b"\n")
+        # CRs before a line end are line-end noise, however many: without this loop a
+        # "x\r\r\n" parsed as "x\r" from a CRLF-mode block but "x" from an LF-mode one (the
+        # framer had normalised once already), so the result depended on how the stream was
+        # cut into reads (found by fuzzing).
+        while b"\r\n" in block:
+            block = block.replace(b"\r\n", b"\n")
+    if block[-1:] == b"\r":
+        block = block.rstrip(b"\r")
     text = block.decode("utf-8", "surrogateescape")
     lines = text.split("\n")
     key, sep, name = lines[0].partition(": ")

@@ -25,12 +25,14 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from ami_exporter import simulator_profiles as profiles
 from ami_exporter.protocol import AMIParser, Message, serialize
 
 __all__ = ["OUTCOMES", "SimulatedAsterisk", "SimulatorConfig", "main"]
@@ -1030,11 +1032,15 @@ def _pairs_text(pairs: Sequence[tuple[str, str]]) -> str:
     return serialize(pairs).decode("utf-8", "surrogateescape")[:-2]
 
 
-def _compile_scripts(source: str) -> dict[str, _Script]:
+def _compile_scripts(source: str, profile: profiles.Profile | None = None) -> dict[str, _Script]:
     """Turn the compact capture-derived scripts into ready-to-format event templates.
 
-    Done once at import time so that a call costs only ``str.format_map`` per event.
+    Done once per version profile (see :mod:`ami_exporter.simulator_profiles`, which rewrites
+    each event into that version's dialect) so that a call costs only ``str.format_map`` per
+    event.
     """
+    # The captures' caller name becomes a per-call value (VICIdial call IDs, see start_call).
+    source = source.replace("AMI Test", "{cidname}")
     blocks: list[tuple[str, str, list[str]]] = []  # (outcome, ext, lines)
     scripts: dict[str, _Script] = {}
     for raw in source.splitlines():
@@ -1104,14 +1110,32 @@ def _compile_scripts(source: str) -> dict[str, _Script]:
                         continue
                     key, _, value = line.partition(":")
                     pairs.append((key, value.removeprefix(" ")))
-            template = serialize(pairs).decode("utf-8", "surrogateescape")
-            steps.append(_Step(priv.split(",")[0], template, effects))
+            rewritten = (
+                [pairs]
+                if profile is None
+                else profiles.rewrite_event(profile, outcome, name, pairs)
+            )
+            if not rewritten:  # an event this version lacks: its channel effects still apply
+                steps.append(_Step(priv.split(",")[0], "", effects))
+            for event_pairs in rewritten:
+                template = serialize(event_pairs).decode("utf-8", "surrogateescape")
+                cls = dict(event_pairs).get("Privilege", priv).split(",")[0]
+                steps.append(_Step(cls, template, effects))
+                effects = ()
         phases.append(_Phase(wait, tuple(steps)))
         scripts[outcome] = _Script(ext, tuple(phases), uses_channels)
     return scripts
 
 
 _COMPILED: Final = _compile_scripts(_SCRIPTS)
+_COMPILED_BY_PROFILE: dict[str, dict[str, _Script]] = {"22": _COMPILED}
+
+
+def _scripts_for(profile: profiles.Profile) -> dict[str, _Script]:
+    scripts = _COMPILED_BY_PROFILE.get(profile.major)
+    if scripts is None:
+        scripts = _COMPILED_BY_PROFILE[profile.major] = _compile_scripts(_SCRIPTS, profile)
+    return scripts
 
 
 def _is_loopback(host: str) -> bool:
@@ -1148,10 +1172,14 @@ class SimulatorConfig:
     ring_time: float = 0.3  # time between the call set-up and its answer or failure
     auth_delay: float = 1.0  # Asterisk sleeps 1 s before "Authentication failed"
     seed: int | None = None
+    # A version profile, "11", "13", "16", "18", "20" or "22", or a full version of one of
+    # them; it decides the banner, event names and fields (ami_exporter.simulator_profiles).
     asterisk_version: str = "22.10.1"
-    ami_version: str = "11.0.0"
+    ami_version: str = ""  # "": the profile's AMI version (22: 11.0.0)
     system_name: str = ""
     allow_remote: bool = False  # refuse a non-loopback listen address unless True
+    ssl_context: ssl.SSLContext | None = None  # serve AMI over TLS (manager.conf tlsenable)
+    vicidial: bool = False  # generated calls carry VICIdial auto-dial call IDs (V...)
 
 
 class _Call:
@@ -1255,6 +1283,15 @@ class SimulatedAsterisk:
         if unknown:
             raise ValueError(f"unknown outcome(s) in mix: {', '.join(sorted(unknown))}")
         self.config = config
+        self.profile = profiles.profile_for(config.asterisk_version)
+        self.asterisk_version = (
+            config.asterisk_version if "." in config.asterisk_version
+            else self.profile.asterisk_version
+        )  # fmt: skip
+        self.ami_version = config.ami_version or self.profile.ami_version
+        self._scripts = _scripts_for(self.profile)
+        # Peers, registrations and queues: change them with extras.set_peer_status() etc.
+        self.extras = profiles.SimulatedExtras(self.profile, self._broadcast)
         self.login_attempts: list[tuple[float, str, bool]] = []
         self.stats: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self._rng = random.Random(config.seed)  # simulation, not crypto
@@ -1290,7 +1327,9 @@ class SimulatedAsterisk:
         self._start_generator()
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.config.host, self._port)
+        self._server = await asyncio.start_server(
+            self._handle, self.config.host, self._port, ssl=self.config.ssl_context
+        )
         sock = self._server.sockets[0]
         self._port = int(sock.getsockname()[1])
 
@@ -1353,7 +1392,17 @@ class SimulatedAsterisk:
                 # Channels torn down by a restart end with Cause 0 (capture 06).
                 text = _pairs_text([("Event", "Hangup"), ("Privilege", "call,all")])
                 text += snapshot + "Cause: 0\r\nCause-txt: Unknown\r\n\r\n"
-                chunks.append(("call", text.format_map(call.values).encode()))
+                text = text.format_map(call.values)
+                if self.profile.old_events:
+                    pairs = [
+                        (k, v) for k, _, v in (line.partition(": ") for line in text.split("\r\n"))
+                        if k
+                    ]  # fmt: skip
+                    text = "".join(
+                        serialize(p).decode()
+                        for p in profiles.rewrite_event(self.profile, "", "Hangup", pairs)
+                    )
+                chunks.append(("call", text.encode()))
             if call.live:
                 device = f"Local/{call.script.ext}@test"
                 state = [("Device", device), ("State", "NOT_INUSE")]
@@ -1411,11 +1460,23 @@ class SimulatedAsterisk:
                 await asyncio.sleep(delay)
             outcome = self._rng.choices(outcomes, weights)[0]
             hold = self.config.hold_time * self._rng.uniform(0.5, 1.5)
-            self.start_call(outcome, hold)
+            caller_name = None
+            if self.config.vicidial:  # VICIdial auto-dial call IDs: V + mmddhhmmss + lead id
+                caller_name = f"V{time.strftime('%m%d%H%M%S')}{sum(self.stats.values()):010d}"
+            self.start_call(outcome, hold, caller_name=caller_name)
 
-    def start_call(self, outcome: str = "answered", hold_time: float | None = None) -> None:
-        """Start one call now; its events follow asynchronously, timed like a real call."""
-        script = _COMPILED.get(outcome)
+    def start_call(
+        self,
+        outcome: str = "answered",
+        hold_time: float | None = None,
+        *,
+        caller_name: str | None = None,
+    ) -> None:
+        """Start one call now; its events follow asynchronously, timed like a real call.
+
+        ``caller_name`` replaces the captures' CallerIDName ``AMI Test`` (e.g. a VICIdial call
+        ID such as ``V1127093000000012345``)."""
+        script = self._scripts.get(outcome)
         if script is None:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(OUTCOMES)}")
         if not self._running:
@@ -1427,6 +1488,7 @@ class SimulatedAsterisk:
         values = {"aid": f"sim-orig-{sum(self.stats.values())}", "start": _local(now)}
         hold = self.config.hold_time if hold_time is None else hold_time
         values["hold"] = f"{hold:g}"
+        values["cidname"] = "AMI Test" if caller_name is None else caller_name
         if script.uses_channels:
             name = f"Local/{script.ext}@test-{self._chan_counter:08x}"
             self._chan_counter += 1
@@ -1528,7 +1590,7 @@ class SimulatedAsterisk:
         self._sessions.add(session)
         parser = AMIParser(expect_banner=False)
         try:
-            session.send(f"Asterisk Call Manager/{self.config.ami_version}\r\n".encode())
+            session.send(f"Asterisk Call Manager/{self.ami_version}\r\n".encode())
             while not session.closed:
                 data = await reader.read(65536)
                 if not data:
@@ -1582,6 +1644,10 @@ class SimulatedAsterisk:
             state = "On" if session.classes else "Off"
             session.send(self._response(message, "Success", ("Events", state)))
             return
+        extra = self.extras.answer(lname, message)  # peers, registrations, queues
+        if extra is not None:
+            session.send(extra)
+            return
         handler = self._actions.get(lname)
         if handler is None:
             text = (
@@ -1608,7 +1674,8 @@ class SimulatedAsterisk:
         if not ok:
             # The reason goes to read=security sessions at once; the client itself waits.
             event = "InvalidPassword" if username == self.config.username else "InvalidAccountID"
-            self._broadcast([("security", self._security_event(session, event, username, now))])
+            if self.profile.major != "11":  # security events reach AMI from 12 on
+                self._broadcast([("security", self._security_event(session, event, username, now))])
             await asyncio.sleep(self.config.auth_delay)
             fail = ("Message", "Authentication failed")
             session.send(self._response(message, "Error", fail))
@@ -1618,22 +1685,12 @@ class SimulatedAsterisk:
         session.classes = self._parse_mask(message.get("Events"))
         session.send(self._response(message, "Success", ("Message", "Authentication accepted")))
         if "system" in session.classes:
-            uptime = str(int(now - self._startup))
-            reload = str(int(now - self._reload))
-            session.send(
-                serialize(
-                    [
-                        ("Event", "FullyBooted"),
-                        ("Privilege", "system,all"),
-                        ("Uptime", uptime),
-                        ("LastReload", reload),
-                        ("Status", "Fully Booted"),
-                    ]
-                )
+            uptime, reload = int(now - self._startup), int(now - self._reload)
+            session.send(serialize(profiles.fully_booted(self.profile, uptime, reload)))
+        if self.profile.major != "11":
+            self._broadcast(
+                [("security", self._security_event(session, "SuccessfulAuth", username, now))]
             )
-        self._broadcast(
-            [("security", self._security_event(session, "SuccessfulAuth", username, now))]
-        )
 
     @staticmethod
     def _security_event(session: _Session, event: str, username: str, now: float) -> bytes:
@@ -1682,15 +1739,16 @@ class SimulatedAsterisk:
             ("CoreReloadDate", _local(self._reload, "%Y-%m-%d")),
             ("CoreReloadTime", _local(self._reload, "%H:%M:%S")),
             ("CoreCurrentCalls", str(live)),
-            ("CoreProcessedCalls", str(self._processed)),
-        )
+            *([("CoreProcessedCalls", str(self._processed))] if self.profile.processed_calls
+              else []),
+        )  # fmt: skip
 
     def _act_core_settings(self, message: Message) -> bytes:
         return self._response(
             message,
             "Success",
-            ("AMIversion", self.config.ami_version),
-            ("AsteriskVersion", self.config.asterisk_version),
+            ("AMIversion", self.ami_version),
+            ("AsteriskVersion", self.asterisk_version),
             ("SystemName", self.config.system_name),
             ("CoreMaxCalls", "5000"),
             ("CoreMaxLoadAvg", "0.000000"),
@@ -1700,13 +1758,20 @@ class SimulatedAsterisk:
             ("CoreRealTimeEnabled", "No"),
             ("CoreCDRenabled", "Yes"),
             ("CoreHTTPenabled", "No"),
-            ("SoundsSearchCustomDir", "No"),
+            *([("SoundsSearchCustomDir", "No")] if self.profile.sounds_custom_dir else []),
         )
 
     def _act_core_show_channels(self, message: Message) -> bytes:
         action_id = message.get("ActionID")
         follow = [("EventList", "start"), ("Message", "Channels will follow")]
         parts = [self._response(message, "Success", *follow)]
+        if self.profile.old_events:  # the 1.8/11 key set, UniqueID, ActionID last in Complete
+            rows_11 = self.active_channels()
+            for row in rows_11:
+                parts.append(profiles.core_show_channel(self.profile, row, action_id))
+            complete = "CoreShowChannelsComplete"
+            parts.append(profiles.list_complete(self.profile, complete, action_id, len(rows_11)))
+            return b"".join(parts)
         head = "Event: CoreShowChannel\r\n"
         if action_id is not None:
             head += _pairs_text([("ActionID", action_id)])
@@ -1772,6 +1837,12 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hold-time", type=float, default=5.0)
     parser.add_argument("--ring-time", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--asterisk-version",
+        choices=profiles.VERSIONS,
+        default="22",
+        help="version profile: banner, event names and fields of that Asterisk (default 22)",
+    )
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback address")
     return parser
 
@@ -1811,6 +1882,7 @@ def main(argv: list[str] | None = None) -> int:
         hold_time=args.hold_time,
         ring_time=args.ring_time,
         seed=args.seed,
+        asterisk_version=args.asterisk_version,
         allow_remote=args.allow_remote,
     )
     if args.mix is not None:

@@ -267,6 +267,10 @@ class ServerState:
             label = labels.channel_state(raw)
             if len(self._state_labels) < MAX_STATE_SPELLINGS:
                 label = self._state_labels.setdefault(raw, label)
+            elif label not in self._state_labels.values():
+                # Past the cap a new spelling may only map to a label already exported: an
+                # endless stream of odd ChannelStateDesc values must not add series.
+                label = labels.OTHER
         return label
 
     def _on_newchannel(self, msg: Message) -> None:
@@ -284,7 +288,7 @@ class ServerState:
             existing.created = self._monotonic()
             self._note_resync_touch(uid)
             return
-        call = msg.get("Linkedid") or uid
+        call = msg.get("Linkedid") or _call_without_linkedid(name, uid)
         state = self._state_label(msg.get("ChannelStateDesc"))
         self._add(uid, Channel(tech, state, call, self._monotonic()))
 
@@ -304,7 +308,7 @@ class ServerState:
             if name[-1:] == ">" and _is_masquerade(name):
                 return
             tech = self._bounded_tech(name)
-            call = msg.get("Linkedid") or uid
+            call = msg.get("Linkedid") or _call_without_linkedid(name, uid)
             self._add(uid, Channel(tech, state, call, None))
             return
         self._note_resync_touch(uid)
@@ -508,7 +512,7 @@ class ServerState:
                 continue
             tech = self._bounded_tech(item.get("Channel") or "")
             state = self._state_label(item.get("ChannelStateDesc"))
-            call = item.get("Linkedid") or uid
+            call = item.get("Linkedid") or _call_without_linkedid(item.get("Channel") or "", uid)
             self._add(uid, Channel(tech, state, call, None))
             added += 1
         self.resync_added += added
@@ -558,6 +562,14 @@ class ServerState:
     @property
     def active_calls(self) -> int:
         return len(self.calls)
+
+
+def _call_without_linkedid(channel: str, uid: str) -> str:
+    """The call of a channel before Linkedid (Asterisk < 13.5): its Uniqueid, except that the
+    two halves of a Local channel (``Local/x@ctx-0000001a;1`` and ``;2``) are one call."""
+    if channel[-2:] in (";1", ";2") and channel.startswith("Local/"):
+        return channel[:-2]
+    return uid
 
 
 def _is_masquerade(channel: str) -> bool:

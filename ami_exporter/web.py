@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import html
 import logging
 import ssl
-import time
 from collections.abc import Sequence
 from http import HTTPStatus
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from ami_exporter import __version__
+from ami_exporter.history import History
 from ami_exporter.state import ServerState
+from ami_exporter.statuspage import render_status_page
+from ami_exporter.webconfig import BasicAuth
 
 log = logging.getLogger("ami_exporter.web")
 
@@ -39,9 +39,13 @@ class WebServer:
         port: int,
         telemetry_path: str = "/metrics",
         ssl_context: ssl.SSLContext | None = None,
+        basic_auth: BasicAuth | None = None,
+        history: History | None = None,
     ) -> None:
         self.registry = registry
+        self.basic_auth = basic_auth  # --web.config.file basic_auth_users: every path
         self.states = list(states)
+        self.history = history  # for the status page's sparklines; optional
         self.host = host
         self.port = port
         self.telemetry_path = telemetry_path
@@ -106,6 +110,13 @@ class WebServer:
             await self._respond(writer, HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n",
                                 extra={"Allow": "GET, HEAD"})  # fmt: skip
             return False
+        if self.basic_auth is not None and not await self.basic_auth.authorize(
+            headers.get("authorization")
+        ):
+            await self._respond(writer, HTTPStatus.UNAUTHORIZED, b"Unauthorized\n",
+                                extra={"WWW-Authenticate": 'Basic realm="ami-exporter"'},
+                                keep_alive=keep_alive, head_only=method == "HEAD")  # fmt: skip
+            return keep_alive
         path = target.split("?", 1)[0]
         head_only = method == "HEAD"
         if path == self.telemetry_path:
@@ -163,33 +174,5 @@ class WebServer:
         await writer.drain()
 
     def _landing_page(self) -> bytes:
-        now = time.time()
-        rows = []
-        for st in self.states:
-            since = max(0, int(now - st.state_since))
-            status = "up" if st.up else "down"
-            rows.append(
-                "<tr>"
-                f"<td>{html.escape(st.name)}</td>"
-                f'<td class="{status}">{status} for {since} s</td>'
-                f"<td>{html.escape(st.version or '-')}</td>"
-                f"<td>{sum(st.channels_by_tech.values())}</td>"
-                f"<td>{st.active_calls}</td>"
-                f"<td>{html.escape(st.last_error or '-')}</td>"
-                "</tr>"
-            )
-        path = html.escape(self.telemetry_path)
-        page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>ami-exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em .8em;text-align:left}}
-.up{{color:#080}}.down{{color:#c00}}</style></head>
-<body><h1>ami-exporter {html.escape(__version__)}</h1>
-<p>Prometheus exporter for the Asterisk Manager Interface.
-<a href="{path}">Metrics</a> &middot; <a href="/-/healthy">/-/healthy</a> &middot;
-<a href="/-/ready">/-/ready</a></p>
-<table><tr><th>server</th><th>AMI</th><th>Asterisk</th><th>channels</th><th>calls</th>
-<th>last error</th></tr>
-{"".join(rows)}
-</table></body></html>
-"""
-        return page.encode("utf-8")
+        # The status page (see ami_exporter.statuspage): self-contained HTML, no caller data.
+        return render_status_page(self.states, self.history, telemetry_path=self.telemetry_path)

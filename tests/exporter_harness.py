@@ -21,7 +21,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def server_config(
-    port: int, name: str = "test", secret: str = "s3cret", **kw: float
+    port: int, name: str = "test", secret: str = "s3cret", **kw: float | bool | str
 ) -> ServerConfig:
     kw.setdefault("ping_interval", 5.0)
     kw.setdefault("resync_interval", 60.0)

@@ -148,7 +148,7 @@ def test_dashboard_variables() -> None:
 
 def test_dashboard_rows_and_required_panels() -> None:
     layout = rows()
-    assert list(layout) == ["Overview", "Calls", "AMI health", "Security"]
+    assert list(layout) == ["Overview", "Calls", "AMI health", "Security", "Trunks", "Queues"]
     required = {
         "Overview": [
             "AMI up", "Active channels", "Active calls", "Asterisk uptime",
@@ -166,6 +166,11 @@ def test_dashboard_rows_and_required_panels() -> None:
             "Events per second by type", "Malformed messages", "Resync corrections",
         ],
         "Security": ["Security events by type and service"],
+        "Trunks": [
+            "Peers down", "Registrations down", "Trunk channels (non-Local)",
+            "Peer reachability", "Peer round trip", "Registrations",
+        ],
+        "Queues": ["Queue callers waiting", "Longest hold", "Queue members by status"],
     }  # fmt: skip
     for row, titles in required.items():
         missing = set(titles) - set(layout[row])

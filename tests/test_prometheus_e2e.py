@@ -169,12 +169,17 @@ async def test_real_prometheus_scrapes_evaluates_rules_and_dashboard(tmp_path: P
     )
     await sim.start()
     try:
-        config = server_config(sim.port, name=SERVER, ping_interval=1.0, resync_interval=2.0)
+        config = server_config(
+            sim.port, name=SERVER, ping_interval=1.0, resync_interval=2.0, queues=True
+        )
         async with running_exporter(config) as exporter:
             await wait_for(lambda: exporter.state.up, 5, "the exporter's AMI login")
             for outcome in OUTCOMES:  # every hangup cause group, whatever the random mix
                 sim.start_call(outcome, hold_time=1.0)
             await failed_login(sim.port)
+            # a trunk status change and a waiting caller, for the Trunks and Queues rows
+            sim.extras.set_peer_status("IAX2", "iax-peer", "Lagged", rtt_ms=40)
+            sim.extras.add_queue_caller("support", waiting_since=time.time() - 20)
 
             port = free_port()
             target = f"127.0.0.1:{exporter.web.port}"

@@ -1,0 +1,662 @@
+"""``ami-exporter check``: a one-shot diagnosis of every configured AMI server.
+
+Same flags and config file as the exporter. For each server it walks the steps a session goes
+through, sequentially and with a timeout each, over plain asyncio streams and the sans-IO
+parser (no reconnect loop, no state), and prints one line per step with a verdict and, on a
+failure, the fix to try:
+
+1. ``dns``: resolve the host (skipped for an IP address);
+2. ``tcp``: connect (refused, timeout, unreachable; the TLS handshake with ``--ami.tls``);
+3. ``banner``: an AMI banner, and its version;
+4. ``login``: ``Login`` with ``Events: on``;
+5. ``action``: ``CoreSettings``, ``CoreStatus``, ``CoreShowChannels``, ``Ping`` are allowed;
+6. ``events``: events arrive at all, and ``FullyBooted`` came (read class ``system``);
+7. ``summary``: active channels and calls, Asterisk uptime, last reload; then ``Logoff``.
+
+The secret is never printed. Exit codes (the first failing server's, in configuration order):
+
+====  ===========================================================================
+0     every server passed (warnings allowed)
+1     another failure (the server closed the session, an unexpected answer)
+2     bad flags or configuration
+3     cannot connect: DNS, refused, timeout, unreachable, TLS
+4     not AMI: no banner, or another service's banner
+5     login failed: ``Authentication failed``, ``Login Already In Use``, no answer
+6     permissions: an action is denied (write class), or no event arrives (read classes)
+====  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import errno
+import ipaddress
+import os
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, TextIO
+
+from ami_exporter.amitls import client_ssl_context
+from ami_exporter.config import ServerConfig
+from ami_exporter.errors import ConfigError
+from ami_exporter.protocol import AMIParser, Message, action, serialize
+from ami_exporter.statuspage import human_duration
+
+EXIT_OK: Final = 0
+EXIT_OTHER: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_CONNECT: Final = 3
+EXIT_NOT_AMI: Final = 4
+EXIT_LOGIN: Final = 5
+EXIT_PERMISSION: Final = 6
+
+# Asterisk sleeps 1 s before "Authentication failed": never wait less than this for Login.
+LOGIN_TIMEOUT_MIN: Final = 5.0
+# How long to wait, after Login, for FullyBooted and for any event at all.
+EVENTS_WAIT: Final = 2.0
+LOGOFF_TIMEOUT: Final = 1.0
+READ_SIZE: Final = 65536
+BANNER_PREFIX: Final = "Asterisk Call Manager/"
+ACTION_ID_PREFIX: Final = "amicheck-"
+
+OK: Final = "[ OK ]"
+WARN: Final = "[WARN]"
+FAIL: Final = "[FAIL]"
+INFO: Final = "[INFO]"
+
+# What the summary and the exporter rely on; all need write class system or reporting but Ping.
+CORE_ACTIONS: Final = ("CoreSettings", "CoreStatus", "CoreShowChannels", "Ping")
+
+# The secret of the server being checked (each check task has its own context): masked in
+# anything a server sends back, should one ever echo it.
+_SECRET: contextvars.ContextVar[str] = contextvars.ContextVar("ami_check_secret", default="")
+
+
+@dataclass
+class ServerReport:
+    """The lines printed for one server and the exit code its worst failure gives."""
+
+    server: ServerConfig
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+
+    def add(self, status: str, text: str) -> None:
+        self.lines.append((status, text))
+
+    def fail(self, text: str, code: int) -> None:
+        self.lines.append((FAIL, text))
+        if self.exit_code == EXIT_OK:
+            self.exit_code = code
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for status, _ in self.lines if status == WARN)
+
+    def render(self) -> str:
+        cfg = self.server
+        where = cfg.address if cfg.name == cfg.address else f"{cfg.name} ({cfg.address})"
+        head = f"== {where}, user {cfg.username!r}"
+        if cfg.tls:
+            head += ", TLS"
+        return "\n".join([head] + [f"{status} {text}" for status, text in self.lines])
+
+
+class _Closed(Exception):
+    """The server closed the connection."""
+
+
+class _Session:
+    """Sequential request/response over one AMI connection, recording the events seen."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.parser = AMIParser()
+        self.inbox: list[Message] = []
+        self.head = b""  # the first bytes received, to show what a non-AMI peer said
+        self.events: list[tuple[float, Message]] = []
+        self._ids = 0
+
+    async def _read(self, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        data = await asyncio.wait_for(self.reader.read(READ_SIZE), remaining)
+        if not data:
+            self.parser.feed_eof()
+            raise _Closed
+        if len(self.head) < 120:
+            self.head += data[: 120 - len(self.head)]
+        self.inbox.extend(self.parser.feed(data))
+
+    async def banner(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while self.parser.banner is None:
+            await self._read(deadline)
+        return self.parser.banner
+
+    async def next_message(self, deadline: float) -> Message:
+        """The next message; events that answer none of our actions are also recorded."""
+        while not self.inbox:
+            await self._read(deadline)
+        msg = self.inbox.pop(0)
+        if msg.kind == "event" and not (msg.get("ActionID") or "").startswith(ACTION_ID_PREFIX):
+            self.events.append((time.monotonic(), msg))
+        return msg
+
+    async def request(
+        self, name: str, timeout: float, complete_event: str | None = None, **fields: str
+    ) -> tuple[Message, list[Message], Message | None]:
+        """Send an action; return its response, its list items and the list's closing event."""
+        self._ids += 1
+        action_id = f"{ACTION_ID_PREFIX}{self._ids}"
+        self.writer.write(serialize(action(name, action_id, **fields)))
+        await self.writer.drain()
+        deadline = time.monotonic() + timeout
+        response: Message | None = None
+        items: list[Message] = []
+        while True:
+            msg = await self.next_message(deadline)
+            if msg.get("ActionID") != action_id:
+                continue
+            if msg.kind == "response":
+                response = msg
+                if complete_event is None or not _is_success(msg):
+                    return response, items, None
+            elif msg.kind == "event" and response is not None:
+                if msg.name == complete_event:
+                    return response, items, msg
+                items.append(msg)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _is_success(msg: Message) -> bool:
+    return (msg.get("Response") or "").strip().lower() == "success"
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """Text a server sent, made safe to print: ASCII, bounded, the secret masked."""
+    secret = _SECRET.get()
+    if secret:
+        text = text.replace(secret, "********")
+    shown = text[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    return shown + ("..." if len(text) > limit else "")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def asterisk_for_ami(version: str) -> str:
+    """The Asterisk release(s) a banner's AMI version comes with (AMI reference, 2.1)."""
+    parts = version.split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return "unknown Asterisk"
+    if major == 1:
+        return {
+            0: "Asterisk 1.2/1.4",
+            1: "Asterisk 1.6/1.8",
+            2: "Asterisk 10",
+            3: "Asterisk 11",
+        }.get(minor, "Asterisk 1.x")
+    if major == 2:
+        return "Asterisk 12" if minor < 5 else "Asterisk 13 (or 14.0/14.1)"
+    if 3 <= major <= 12:
+        return f"Asterisk {major + 11}"
+    return "Asterisk 24 or later" if major > 12 else "unknown Asterisk"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------ the steps
+
+
+async def check_server(cfg: ServerConfig, *, events_wait: float = EVENTS_WAIT) -> ServerReport:
+    """Diagnose one server; never raises for anything the network or the server does."""
+    report = ServerReport(cfg)
+    _SECRET.set(cfg.secret)
+    session = await _connect(cfg, report)
+    if session is None:
+        return report
+    try:
+        await _diagnose(cfg, session, report, events_wait)
+    except (OSError, ssl.SSLError) as exc:  # a reset mid-session
+        report.fail(f"connection lost: {exc.strerror or exc}", EXIT_OTHER)
+    finally:
+        session.close()
+    return report
+
+
+async def _connect(cfg: ServerConfig, report: ServerReport) -> _Session | None:
+    timeout = cfg.connect_timeout
+    loop = asyncio.get_running_loop()
+    where = cfg.address
+    if not _is_ip(cfg.host):
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM), timeout
+            )
+        except TimeoutError:
+            report.fail(
+                f"dns: no answer resolving {cfg.host!r} within {timeout:g} s - check "
+                "/etc/resolv.conf and the DNS server, or use the IP address",
+                EXIT_CONNECT,
+            )
+            return None
+        except socket.gaierror as exc:
+            report.fail(
+                f"dns: cannot resolve {cfg.host!r}: {exc.strerror} - check the host name in "
+                "--ami.address / the config file, or use the IP address",
+                EXIT_CONNECT,
+            )
+            return None
+        addresses = sorted({str(info[4][0]) for info in infos})
+        report.add(OK, f"dns {cfg.host} -> {', '.join(addresses)}")
+    try:
+        ssl_context = client_ssl_context(cfg)
+    except ConfigError as exc:
+        report.fail(f"tls: {exc}", EXIT_USAGE)
+        return None
+    kind = "tls" if ssl_context is not None else "tcp"
+    started = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                cfg.host,
+                cfg.port,
+                ssl=ssl_context,
+                server_hostname=(cfg.tls_server_name or cfg.host) if ssl_context else None,
+                limit=READ_SIZE,
+            ),
+            timeout,
+        )
+    except TimeoutError:
+        what = "TCP connection" if ssl_context is None else "TCP connection and TLS handshake"
+        report.fail(
+            f"{kind} {where}: no {what} within {timeout:g} s - a firewall drops the "
+            f"packets (allow TCP port {cfg.port} from this host to Asterisk), the host is "
+            "down, or the address is wrong",
+            EXIT_CONNECT,
+        )
+        return None
+    except ssl.SSLError as exc:
+        why = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        report.fail(
+            f"tls {where}: TLS handshake failed: {why} - check that this port serves AMI "
+            "over TLS (manager.conf tlsenable = yes, tlsbindaddr, usually port 5039) and not "
+            "plain AMI; for a certificate error give --ami.tls-ca-file / "
+            "--ami.tls-server-name (the name in the certificate)",
+            EXIT_CONNECT,
+        )
+        return None
+    except ConnectionRefusedError:
+        report.fail(
+            f"tcp {where}: connection refused - nothing listens there: AMI disabled "
+            "(manager.conf [general] enabled = yes), another port (port = 5038) or bound "
+            "to another address (bindaddr = 0.0.0.0 or this interface), or Asterisk is "
+            "not running",
+            EXIT_CONNECT,
+        )
+        return None
+    except OSError as exc:
+        unreachable = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
+        detail = exc.strerror or str(exc)
+        if exc.errno in unreachable:
+            hint = "no route to the host: check the address, the routing, or a firewall rejecting"
+        else:
+            hint = "the connection could not be made"
+        report.fail(f"{kind} {where}: {detail} - {hint}", EXIT_CONNECT)
+        return None
+    elapsed = time.monotonic() - started
+    if ssl_context is not None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        version = ssl_object.version() if ssl_object is not None else "?"
+        verified = "certificate not verified" if cfg.tls_insecure_skip_verify else "verified"
+        report.add(OK, f"tls {where} connected in {_ms(elapsed)} ({version}, {verified})")
+    else:
+        report.add(OK, f"tcp {where} connected in {_ms(elapsed)}")
+    return _Session(reader, writer)
+
+
+async def _diagnose(
+    cfg: ServerConfig, session: _Session, report: ServerReport, events_wait: float
+) -> None:
+    # ---- banner
+    try:
+        banner = await session.banner(cfg.connect_timeout)
+    except TimeoutError:
+        got = f"; received {_printable(session.head.decode('latin-1'))!r}" if session.head else ""
+        tls_hint = "" if cfg.tls else "AMI over TLS spoken to in plain text (add --ami.tls), "
+        report.fail(
+            f"banner: connected, but no AMI banner within {cfg.connect_timeout:g} s{got} - "
+            f"not an AMI port: {tls_hint}a service that waits for its client to speak first "
+            "(HTTP...), or an overloaded Asterisk",
+            EXIT_NOT_AMI,
+        )
+        return
+    except _Closed:
+        report.fail(
+            "banner: the connection was closed before any banner - Asterisk's authlimit "
+            "(too many unauthenticated sessions, manager.conf [general] authlimit) or a TCP "
+            "wrapper / proxy in front of it refusing this host",
+            EXIT_NOT_AMI,
+        )
+        return
+    if not banner.startswith(BANNER_PREFIX):
+        report.fail(
+            f"banner: {_printable(banner)!r} is not AMI - another service listens on port "
+            f"{cfg.port}: compare the port in --ami.address / the config file with "
+            "manager.conf [general] port (default 5038)",
+            EXIT_NOT_AMI,
+        )
+        return
+    ami_version = banner[len(BANNER_PREFIX) :].strip()
+    report.add(
+        OK, f"banner {_printable(banner)!r}: AMI {ami_version} ({asterisk_for_ami(ami_version)})"
+    )
+
+    # ---- login
+    login_timeout = max(cfg.connect_timeout, LOGIN_TIMEOUT_MIN)
+    started = time.monotonic()
+    try:
+        response, _, _ = await session.request(
+            "Login", login_timeout, Username=cfg.username, Secret=cfg.secret, Events="on"
+        )
+    except TimeoutError:
+        report.fail(
+            f"login as {cfg.username!r}: no answer within {login_timeout:g} s - Asterisk is "
+            "overloaded or stuck (check 'manager show connected' and the CPU), or something "
+            "in between swallows the traffic",
+            EXIT_LOGIN,
+        )
+        return
+    except _Closed:
+        report.fail(
+            f"login as {cfg.username!r}: the connection was closed without an answer - "
+            "Asterisk is shutting down or restarting, or a proxy cut the session",
+            EXIT_LOGIN,
+        )
+        return
+    logged_in_at = time.monotonic()
+    message = (response.get("Message") or "").strip()
+    if not _is_success(response):
+        lowered = message.lower()
+        if lowered == "authentication failed":
+            report.fail(
+                f"login as {cfg.username!r}: Authentication failed - wrong secret, unknown "
+                "user, or the user's permit/deny ACL excludes this host; Asterisk answers the "
+                "same for all three and logs which only on its side: the NOTICE 'failed to "
+                "authenticate as' and the InvalidPassword / InvalidAccountID / FailedACL event "
+                "in its security log ('logger add channel security.log security'); 'manager "
+                f"show user {cfg.username}' shows the permit/deny",
+                EXIT_LOGIN,
+            )
+        elif "already in use" in lowered:
+            report.fail(
+                f"login as {cfg.username!r}: Login Already In Use - another session of this "
+                "user is logged in (a running exporter counts too) and the user has "
+                "allowmultiplelogin = no: give the exporter its own manager user, or set "
+                "allowmultiplelogin = yes for it",
+                EXIT_LOGIN,
+            )
+        else:
+            report.fail(
+                f"login as {cfg.username!r}: {_printable(message or '(no message)')}",
+                EXIT_LOGIN,
+            )
+        return
+    report.add(
+        OK,
+        f"login as {cfg.username!r}: {_printable(message or 'accepted')} in "
+        f"{_ms(logged_in_at - started)}",
+    )
+
+    # ---- the actions the exporter relies on
+    results: dict[str, tuple[Message, list[Message], Message | None]] = {}
+    action_timeout = max(cfg.connect_timeout, 2.0)
+    for name in CORE_ACTIONS:
+        complete = "CoreShowChannelsComplete" if name == "CoreShowChannels" else None
+        started = time.monotonic()
+        try:
+            result = await session.request(name, action_timeout, complete)
+        except TimeoutError:
+            report.fail(
+                f"action {name}: no answer within {action_timeout:g} s - Asterisk is "
+                "overloaded, or the session is stuck",
+                EXIT_OTHER,
+            )
+            return
+        except _Closed:
+            report.fail(
+                f"action {name}: Asterisk closed the session - it is shutting down, or it "
+                "dropped this client",
+                EXIT_OTHER,
+            )
+            return
+        elapsed = time.monotonic() - started
+        response = result[0]
+        if _is_success(response) or (response.get("Response") or "").lower() == "pong":
+            results[name] = result
+            report.add(OK, f"action {name}: allowed{_action_detail(name, result)} ({_ms(elapsed)})")
+            continue
+        message = (response.get("Message") or "(no message)").strip()
+        if message.lower() == "permission denied":
+            report.fail(
+                f"action {name}: Permission denied - the user lacks a write class for it: add "
+                f"'write = reporting' (or system) to [{cfg.username}] in manager.conf, then "
+                "'manager reload'",
+                EXIT_PERMISSION,
+            )
+        elif message.lower().startswith("invalid/unknown command"):
+            report.fail(
+                f"action {name}: {_printable(message)} - this Asterisk does not provide it",
+                EXIT_PERMISSION,
+            )
+        else:
+            report.fail(f"action {name}: {_printable(message)}", EXIT_OTHER)
+
+    # ---- events (read classes)
+    deadline = logged_in_at + events_wait
+    with contextlib.suppress(TimeoutError, _Closed):
+        while not any(m.name == "FullyBooted" for _, m in session.events):
+            await session.next_message(deadline)
+    booted = next((m for _, m in session.events if m.name == "FullyBooted"), None)
+    classes = sorted(
+        {
+            part.strip()
+            for _, m in session.events
+            for part in (m.get("Privilege") or "").split(",")
+            if part.strip() and part.strip() != "all"
+        }
+    )
+    seen = f"{len(session.events)} events" + (f", classes {','.join(classes)}" if classes else "")
+    if booted is not None:
+        report.add(OK, f"events: FullyBooted received ({seen}): read class 'system' works")
+    elif session.events:
+        report.add(
+            WARN,
+            f"events: no FullyBooted within {events_wait:g} s ({seen}) - add 'system' to the "
+            f"read classes of [{cfg.username}] (read = system,call,security); without it "
+            "restarts and reloads are seen from CoreStatus only. (Or Asterisk is still booting.)",
+        )
+    else:
+        report.fail(
+            f"events: none within {events_wait:g} s, not even FullyBooted - the read classes "
+            f"of [{cfg.username}] let nothing through: set 'read = system,call,security' in "
+            "manager.conf (and check its eventfilter lines), then 'manager reload'; without "
+            "call events the exporter counts no calls",
+            EXIT_PERMISSION,
+        )
+
+    # ---- summary
+    report.add(INFO, "summary: " + _summary(results, booted))
+
+    # ---- logoff
+    with contextlib.suppress(TimeoutError, _Closed, OSError):
+        await session.request("Logoff", LOGOFF_TIMEOUT)
+
+
+def _action_detail(name: str, result: tuple[Message, list[Message], Message | None]) -> str:
+    response, items, complete = result
+    if name == "CoreSettings":
+        version = response.get("AsteriskVersion") or "?"
+        system = response.get("SystemName") or ""
+        return f", Asterisk {_printable(version)}" + (
+            f", system {_printable(system)!r}" if system else ""
+        )
+    if name == "CoreShowChannels":
+        count = complete.get("ListItems") if complete is not None else None
+        return f", {count if count is not None else len(items)} channels"
+    return ""
+
+
+def _summary(
+    results: dict[str, tuple[Message, list[Message], Message | None]], booted: Message | None
+) -> str:
+    now = time.time()
+    parts: list[str] = []
+    channels = results.get("CoreShowChannels")
+    if channels is not None:
+        _, items, complete = channels
+        listed = complete.get("ListItems") if complete is not None else None
+        count = int(listed) if listed is not None and listed.isdigit() else len(items)
+        calls = len({m.get("Linkedid") or m.get("Uniqueid") or str(i) for i, m in enumerate(items)})
+        parts.append(f"{count} active channels in {calls} calls")
+    else:
+        parts.append("active channels unknown (CoreShowChannels not allowed)")
+    status = results.get("CoreStatus")
+    status_msg = status[0] if status is not None else None
+    uptime = _float(booted.get("Uptime")) if booted is not None else None
+    reload_age = _float(booted.get("LastReload")) if booted is not None else None
+    if uptime is None and status_msg is not None:
+        started = _local(status_msg.get("CoreStartupDate"), status_msg.get("CoreStartupTime"))
+        uptime = now - started if started is not None else None
+    if reload_age is None and status_msg is not None:
+        reloaded = _local(status_msg.get("CoreReloadDate"), status_msg.get("CoreReloadTime"))
+        reload_age = now - reloaded if reloaded is not None else None
+    if uptime is not None:
+        since = datetime.fromtimestamp(now - uptime).strftime("%Y-%m-%d %H:%M:%S")
+        parts.append(f"Asterisk up {human_duration(uptime)} (since {since})")
+    else:
+        parts.append("Asterisk uptime unknown")
+    if reload_age is not None:
+        parts.append(f"last reload {human_duration(reload_age)} ago")
+    if status_msg is not None and status_msg.get("CoreProcessedCalls"):
+        parts.append(f"{_printable(status_msg.get('CoreProcessedCalls') or '')} calls processed")
+    return ", ".join(parts)
+
+
+def _float(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _local(date: str | None, clock: str | None) -> float | None:
+    if not date or not clock:
+        return None
+    try:
+        return datetime.strptime(f"{date} {clock}", "%Y-%m-%d %H:%M:%S").timestamp()
+    except ValueError:
+        return None
+
+
+# ------------------------------------------------------------------------------ entry points
+
+
+async def check_servers(
+    servers: Sequence[ServerConfig],
+    out: TextIO,
+    *,
+    events_wait: float = EVENTS_WAIT,
+    preamble: Sequence[str] = (),
+) -> int:
+    """Check every server concurrently, print the reports in order; return the exit code."""
+    tasks = [asyncio.create_task(check_server(s, events_wait=events_wait)) for s in servers]
+    code = EXIT_OK
+    failed: list[str] = []
+    warned = 0
+    for line in preamble:
+        print(f"{WARN} {line}", file=out)
+    for task in tasks:
+        report = await task
+        print(report.render(), file=out, flush=True)
+        warned += report.warnings
+        if report.exit_code != EXIT_OK:
+            failed.append(report.server.name)
+            if code == EXIT_OK:
+                code = report.exit_code
+    total = len(servers)
+    if failed:
+        print(f"FAILED: {len(failed)} of {total} servers ({', '.join(failed)}); exit {code}",
+              file=out)  # fmt: skip
+    else:
+        extra = f" ({warned} warnings)" if warned else ""
+        print(f"OK: {total} of {total} servers passed{extra}", file=out)
+    return code
+
+
+def build_check_parser() -> argparse.ArgumentParser:
+    from ami_exporter.cli import build_arg_parser
+
+    parser = build_arg_parser()
+    parser.prog = "ami-exporter check"
+    parser.epilog = None
+    parser.description = (
+        "Diagnose the AMI connection to each configured server (same flags and config file as "
+        "the exporter) and exit 0 when all is well. Exit codes: 1 other failure, 2 bad flags "
+        "or config, 3 cannot connect, 4 not AMI, 5 login failed, 6 permissions."
+    )
+    parser.add_argument(
+        "--check.events-wait",
+        dest="check_events_wait",
+        default=str(EVENTS_WAIT),
+        metavar="SECONDS",
+        help="how long to wait for FullyBooted and other events after Login (default 2)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    """``ami-exporter check [flags]``: return the process exit code."""
+    from ami_exporter.cli import config_from_args
+    from ami_exporter.config import positive_seconds
+
+    parser = build_check_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    warnings: list[str] = []
+    warn: Callable[[str], None] = warnings.append
+    try:
+        if args.demo:
+            raise ConfigError("--demo: check a real server (or run the exporter with --demo)")
+        events_wait = positive_seconds(args.check_events_wait, "--check.events-wait")
+        config = config_from_args(args, dict(os.environ), warn=warn)
+    except ConfigError as exc:
+        print(f"ami-exporter check: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    stream = out if out is not None else sys.stdout
+    try:
+        return asyncio.run(
+            check_servers(config.servers, stream, events_wait=events_wait, preamble=warnings)
+        )
+    except KeyboardInterrupt:
+        return 130
