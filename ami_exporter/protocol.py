@@ -51,7 +51,9 @@ _FIRST_KEYS: Final[dict[str, MessageKind]] = {
     "Response": "response",
     "Action": "action",
 }
-_FOLLOWS_PREFIX: Final = b"response: follows"
+# Asterisk <= 13 spells it exactly so. Framing keys on this exact spelling (one cheap scan per
+# read); parse_block still reads any case of a `Follows` response that arrives framed normally.
+_FOLLOWS: Final = b"Response: Follows"
 _END_COMMAND: Final = b"--END COMMAND--"
 # While a message is incomplete the buffer may already hold part of its terminator (a blank
 # line, or an ``--END COMMAND--`` line); allow that much beyond the limit before giving up, so
@@ -274,12 +276,7 @@ class AMIParser:
         runs the normalising path on everything buffered.
         """
         buf = self._buf + data if self._buf else data
-        if (
-            buf.count(b"\n") != buf.count(b"\r\n")
-            or b"ollows" in buf
-            or b"OLLOWS" in buf
-            or self._discarding
-        ):
+        if buf.count(b"\n") != buf.count(b"\r\n") or _FOLLOWS in buf or self._discarding:
             self._crlf = False
             self._buf = b""
             return self._feed_lf(buf)
@@ -346,7 +343,7 @@ class AMIParser:
                 self.banner = buf[:nl].decode("utf-8", "surrogateescape")
                 self._expect_banner = False
                 buf = buf[nl + 1 :]
-        if self._discarding or b"ollows" in buf or b"OLLOWS" in buf:
+        if self._discarding or _FOLLOWS in buf:
             # Rare: recovering from an oversized message, or a `Response: Follows` block
             # (Asterisk <= 13 Command output) whose body may hold blank lines.
             return self._frames_careful(buf)
@@ -406,15 +403,11 @@ class AMIParser:
                 pos += 1
             if pos >= size:
                 break
-            # `Response: Follows` and nothing else on the line, as parse_block judges it: a
-            # `Response: Followsxyz` is an ordinary response. And spelt so that the scan for
-            # "ollows"/"OLLOWS" that routes a read here sees it, or a `foLLows` would frame
-            # differently depending on which other bytes shared its read (found by fuzzing).
-            follows = (
-                buf[pos : pos + 17].lower() == _FOLLOWS_PREFIX
-                and buf[pos + 11 : pos + 17] in (b"ollows", b"OLLOWS")
-                and _blank_to_line_end(buf, pos + 17)
-            )
+            # Exactly `Response: Follows` and nothing else on the line: a `Response:
+            # Followsxyz` is an ordinary response, and only the exact spelling that the scan
+            # routing a read here looks for may frame as a block, or framing would depend on
+            # which other bytes shared a read (found by fuzzing).
+            follows = buf[pos : pos + 17] == _FOLLOWS and _blank_to_line_end(buf, pos + 17)
             if follows:
                 end, after = self._find_follows_end(buf, pos)
             else:

@@ -35,6 +35,7 @@ DURATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800
 MAX_TECHS: Final = 32
 MAX_SECURITY_SERVICES: Final = 16
 MAX_STATE_SPELLINGS: Final = 64
+MAX_TECH_SPELLINGS: Final = 256
 # Raw event names remembered before counting into `other` (memory bound, not a label bound).
 MAX_DISTINCT_EVENT_NAMES: Final = 512
 # How long a channel missing from a resync snapshot waits for a late Hangup before it is
@@ -164,7 +165,9 @@ class ServerState:
         self.channels_by_state: dict[str, int] = {}
         self.calls: dict[str, int] = {}  # call id -> live channels in it
 
-        self._techs: dict[str, str] = {}
+        self._techs: dict[str, str] = {}  # the exported tech labels (bounded)
+        self._tech_spellings: dict[str, str] = {}  # raw text before "/" -> label (cache)
+        self._cause_labels: dict[str | None, tuple[str, str]] = {}
         self._state_labels: dict[str | None, str] = {}
         self._services: set[str] = set()
         self._seq = 0
@@ -252,13 +255,23 @@ class ServerState:
         return out
 
     def _bounded_tech(self, channel: str) -> str:
-        tech = labels.channel_tech(channel)
-        known = self._techs.get(tech)
+        # Keyed by the raw text before "/", so the common case is one dict lookup (no regex)
+        # and returns the one shared label string, not a fresh copy per channel.
+        slash = channel.find("/")
+        raw = channel[:slash] if slash > 0 else ""
+        known = self._tech_spellings.get(raw)
         if known is not None:
-            return known  # the one shared string object, not a fresh copy per channel
-        if len(self._techs) >= MAX_TECHS:
-            return labels.OTHER
-        self._techs[tech] = tech
+            return known
+        tech = labels.channel_tech(channel)
+        if tech != labels.OTHER:
+            if tech in self._techs:
+                tech = self._techs[tech]
+            elif len(self._techs) >= MAX_TECHS:
+                tech = labels.OTHER
+            else:
+                self._techs[tech] = tech
+        if len(self._tech_spellings) < MAX_TECH_SPELLINGS:
+            self._tech_spellings[raw] = tech
         return tech
 
     def _state_label(self, raw: str | None) -> str:
@@ -331,8 +344,13 @@ class ServerState:
         if self.vicidial.enabled:
             self.vicidial.observe(msg, hangup=True)
         tech = self._bounded_tech(name)
-        cause, cause_name = labels.hangup_cause(msg.get("Cause"))
-        key = (tech, cause, cause_name)
+        raw_cause = msg.get("Cause")
+        cause_labels = self._cause_labels.get(raw_cause)
+        if cause_labels is None:
+            cause_labels = labels.hangup_cause(raw_cause)
+            if len(self._cause_labels) < 256:
+                self._cause_labels[raw_cause] = cause_labels
+        key = (tech, *cause_labels)
         self.hangups[key] = self.hangups.get(key, 0) + 1
         uid = msg.get("Uniqueid")
         if not uid:
