@@ -47,6 +47,7 @@ from typing import Final, TextIO
 from ami_exporter.amitls import client_ssl_context
 from ami_exporter.config import ServerConfig
 from ami_exporter.errors import ConfigError
+from ami_exporter.fields import local_timestamp, to_float
 from ami_exporter.protocol import AMIParser, Message, action, serialize
 from ami_exporter.statuspage import human_duration
 
@@ -544,13 +545,17 @@ def _summary(
         parts.append("active channels unknown (CoreShowChannels not allowed)")
     status = results.get("CoreStatus")
     status_msg = status[0] if status is not None else None
-    uptime = _float(booted.get("Uptime")) if booted is not None else None
-    reload_age = _float(booted.get("LastReload")) if booted is not None else None
+    uptime = to_float(booted.get("Uptime")) if booted is not None else None
+    reload_age = to_float(booted.get("LastReload")) if booted is not None else None
     if uptime is None and status_msg is not None:
-        started = _local(status_msg.get("CoreStartupDate"), status_msg.get("CoreStartupTime"))
+        started = local_timestamp(
+            status_msg.get("CoreStartupDate"), status_msg.get("CoreStartupTime")
+        )
         uptime = now - started if started is not None else None
     if reload_age is None and status_msg is not None:
-        reloaded = _local(status_msg.get("CoreReloadDate"), status_msg.get("CoreReloadTime"))
+        reloaded = local_timestamp(
+            status_msg.get("CoreReloadDate"), status_msg.get("CoreReloadTime")
+        )
         reload_age = now - reloaded if reloaded is not None else None
     if uptime is not None:
         since = datetime.fromtimestamp(now - uptime).strftime("%Y-%m-%d %H:%M:%S")
@@ -562,22 +567,6 @@ def _summary(
     if status_msg is not None and status_msg.get("CoreProcessedCalls"):
         parts.append(f"{_printable(status_msg.get('CoreProcessedCalls') or '')} calls processed")
     return ", ".join(parts)
-
-
-def _float(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
-def _local(date: str | None, clock: str | None) -> float | None:
-    if not date or not clock:
-        return None
-    try:
-        return datetime.strptime(f"{date} {clock}", "%Y-%m-%d %H:%M:%S").timestamp()
-    except ValueError:
-        return None
 
 
 # ------------------------------------------------------------------------------ entry points

@@ -128,19 +128,26 @@ _SERVER_KEYS = {
 }
 
 
-def load_config_file(path: str, defaults: dict[str, Any], warn: Any = None) -> list[ServerConfig]:
-    """Parse the YAML ``servers:`` list; errors name the file and the line."""
+def compose_yaml_file(path: str, what: str) -> yaml.Node | None:
+    """Read a YAML file into nodes, which keep their line numbers for error messages."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"--config.file: cannot read {path!r}: {exc.strerror}") from None
+        raise ConfigError(f"{what}: cannot read {path!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what}: {path!r} is not UTF-8 text") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+
+
+def load_config_file(path: str, defaults: dict[str, Any], warn: Any = None) -> list[ServerConfig]:
+    """Parse the YAML ``servers:`` list; errors name the file and the line."""
+    root = compose_yaml_file(path, "--config.file")
 
     def at(node: yaml.Node) -> str:
         return f"{path}:{node.start_mark.line + 1}"
@@ -217,16 +224,21 @@ def load_config_file(path: str, defaults: dict[str, Any], warn: Any = None) -> l
     return servers
 
 
+def _bool_option(get: Any, key: str) -> bool:
+    """A true/false server option; absent means false."""
+    value, where = get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {value!r} must be true or false")
+    return value
+
+
 def _tls_options(get: Any, explicit: dict[str, Any]) -> dict[str, Any]:
     """The per-server ``tls*`` keys (defaults from the ``--ami.tls*`` flags), validated."""
     out: dict[str, Any] = {}
     for key in ("tls", "tls_insecure_skip_verify"):
-        value, where = get(key)
-        if value is None:
-            value = False
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {value!r} must be true or false")
-        out[key] = value
+        out[key] = _bool_option(get, key)
     for key in ("tls_ca_file", "tls_server_name"):
         value, where = get(key)
         if value is not None and (not isinstance(value, str) or not value):
@@ -254,10 +266,5 @@ def _feature_options(get: Any) -> dict[str, Any]:
                 raise ConfigError(f"{where}: invalid regular expression {value!r}: {exc}") from None
         out[key] = value
     for key in ("queues", "vicidial"):
-        value, where = get(key)
-        if value is None:
-            value = False
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {value!r} must be true or false")
-        out[key] = value
+        out[key] = _bool_option(get, key)
     return out

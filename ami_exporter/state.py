@@ -21,10 +21,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Final
 
 from ami_exporter import labels
+from ami_exporter.fields import local_timestamp, to_float
 from ami_exporter.peers import PeerState
 from ami_exporter.protocol import Message
 from ami_exporter.queues import QueueState
@@ -381,10 +381,10 @@ class ServerState:
 
     def _on_fully_booted(self, msg: Message) -> None:
         now = self._clock()
-        uptime = _float(msg.get("Uptime"))
+        uptime = to_float(msg.get("Uptime"))
         if uptime is not None:
             self._set_startup_from_uptime(now - uptime)
-        last_reload = _float(msg.get("LastReload"))
+        last_reload = to_float(msg.get("LastReload"))
         if last_reload is not None:
             self.reload_timestamp = now - last_reload
 
@@ -477,10 +477,10 @@ class ServerState:
             self._restarted()
         if self._uptime_known:
             return
-        startup = _local_timestamp(date, clock)
+        startup = local_timestamp(date, clock)
         if startup is not None:
             self.startup_timestamp = startup
-        reload_ts = _local_timestamp(msg.get("CoreReloadDate"), msg.get("CoreReloadTime"))
+        reload_ts = local_timestamp(msg.get("CoreReloadDate"), msg.get("CoreReloadTime"))
         if reload_ts is not None:
             self.reload_timestamp = reload_ts
 
@@ -593,21 +593,3 @@ def _call_without_linkedid(channel: str, uid: str) -> str:
 def _is_masquerade(channel: str) -> bool:
     """``SIP/100-0000002a<ZOMBIE>`` / ``...<MASQ>``: 1.8/11 masquerade leftovers, not calls."""
     return channel.endswith(("<ZOMBIE>", "<MASQ>"))
-
-
-def _float(raw: str | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        return None
-
-
-def _local_timestamp(date: str | None, clock: str | None) -> float | None:
-    if not date or not clock:
-        return None
-    try:
-        return datetime.strptime(f"{date} {clock}", "%Y-%m-%d %H:%M:%S").timestamp()
-    except ValueError:
-        return None

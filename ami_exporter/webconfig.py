@@ -48,6 +48,7 @@ from typing import Any, Final
 
 import yaml
 
+from ami_exporter.config import compose_yaml_file
 from ami_exporter.errors import ConfigError
 
 __all__ = ["BasicAuth", "WebConfig", "load_web_config"]
@@ -150,19 +151,7 @@ class WebConfig:
 def load_web_config(path: str, warn: Callable[[str], Any] | None = None) -> WebConfig:
     """Parse and check the file; every problem is a one-line ConfigError naming file:line."""
     what = "--web.config.file"
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path!r}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what}: {path!r} is not UTF-8 text") from None
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    root = compose_yaml_file(path, what)
     base = Path(path).resolve().parent
 
     def at(node: yaml.Node) -> str:
