@@ -225,7 +225,14 @@ class AMIClient:
     async def run(self) -> None:
         """Connect, serve, back off, repeat, until :meth:`stop` or cancellation."""
         while not self._stopping:
-            delay = await self._one_session()
+            try:
+                delay = await self._one_session()
+            except Exception:
+                # A bug must cost one session, never the server's monitoring for good.
+                self._log.exception("unexpected error in the AMI session; reconnecting")
+                self.state.set_up(False)
+                self._close()
+                delay = self._backoff.next_delay()
             if self._stopping:
                 break
             self._log.info("reconnecting in %.1f s", delay)

@@ -225,3 +225,26 @@ async def test_asterisk_restart_mid_call(simulator: SimulatedAsterisk) -> None:
     assert value(m, "asterisk_active_calls", server="test") == 1
     assert value(m, "asterisk_ami_disconnects_total", server="test", reason="shutdown") == 1
     assert value(m, "asterisk_ami_connection_attempts_total", server="test") == 2
+
+
+async def test_an_unexpected_error_costs_one_session_not_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug in a handler must not stop the server from being monitored for good."""
+    from ami_exporter.state import ServerState
+
+    calls = {"n": 0}
+    original = ServerState.apply_banner
+
+    def flaky(self: ServerState, banner: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("injected bug")  # raised while connecting, outside any handler
+        original(self, banner)
+
+    monkeypatch.setattr(ServerState, "apply_banner", flaky)
+    async with ReplayServer("01-login-success.exporter.raw") as ami:
+        async with running_exporter(server_config(ami.port)) as exp:
+            await wait_for(lambda: calls["n"] >= 2 and exp.state.up, timeout=8,
+                           what="second session after the injected error")  # fmt: skip
+            assert exp.state.version == "22.10.1"
