@@ -170,8 +170,7 @@ class ServerState:
         self._cause_labels: dict[str | None, tuple[str, str]] = {}
         self._state_labels: dict[str | None, str] = {}
         self._services: set[str] = set()
-        self._seq = 0
-        self._resync_seq: int | None = None
+        self._resyncing = False  # a CoreShowChannels is in flight
         self._resync_hungup: set[str] = set()
         self._resync_touched: set[str] = set()
         self._pending_gone: dict[str, float] = {}
@@ -219,7 +218,6 @@ class ServerState:
 
     def handle_event(self, msg: Message) -> None:
         """Account one ``Event:`` message. Never raises on missing or odd fields."""
-        self._seq += 1
         name = msg.name
         counts = self._event_counts
         if name in counts:
@@ -336,7 +334,7 @@ class ServerState:
             # 1.8/11 masquerade leftovers: no call ended, but the Uniqueid it carries left.
             uid = msg.get("Uniqueid")
             if uid:
-                if self._resync_seq is not None:
+                if self._resyncing:
                     self._resync_hungup.add(uid)
                 self._pending_gone.pop(uid, None)
                 self._remove(uid)
@@ -355,7 +353,7 @@ class ServerState:
         uid = msg.get("Uniqueid")
         if not uid:
             return
-        if self._resync_seq is not None:
+        if self._resyncing:
             self._resync_hungup.add(uid)
         self._pending_gone.pop(uid, None)
         channel = self._remove(uid)
@@ -408,7 +406,7 @@ class ServerState:
     # ------------------------------------------------------------------ live channel set
 
     def _note_resync_touch(self, uid: str) -> None:
-        if self._resync_seq is not None:
+        if self._resyncing:
             self._resync_touched.add(uid)
 
     def _add(self, uid: str, channel: Channel) -> None:
@@ -500,7 +498,7 @@ class ServerState:
 
     def resync_begin(self) -> None:
         """Mark the point a CoreShowChannels was sent: later events are newer than it."""
-        self._resync_seq = self._seq
+        self._resyncing = True
         self._resync_hungup = set()
         self._resync_touched = set()
 
@@ -534,14 +532,12 @@ class ServerState:
             self._add(uid, Channel(tech, state, call, None))
             added += 1
         self.resync_added += added
-        self._resync_seq = None
-        self._resync_hungup = set()
-        self._resync_touched = set()
+        self.resync_complete_aborted()
         return added, removed
 
     def resync_complete_aborted(self) -> None:
-        """The CoreShowChannels was refused: keep the live set as the events built it."""
-        self._resync_seq = None
+        """End a resync; alone, when the CoreShowChannels was refused: keep the live set."""
+        self._resyncing = False
         self._resync_hungup = set()
         self._resync_touched = set()
 
