@@ -204,8 +204,8 @@ def config_from_args(
         ):
             if tls[key] and not args.config_file:
                 raise ConfigError(f"{flag} needs --ami.tls")
-    if args.web_config_file:
-        load_web_config(args.web_config_file, warn)  # checked now: a bad file exits 2
+    # Loaded now, so a bad file exits 2 before anything listens.
+    web = load_web_config(args.web_config_file, warn) if args.web_config_file else None
 
     servers: list[ServerConfig]
     if args.demo:
@@ -224,8 +224,7 @@ def config_from_args(
     for server in servers:
         flag = "--ami.tls-ca-file" if not args.config_file else ""
         client_ssl_context(server, flag)  # a bad CA file exits 2 now, not at each reconnect
-    return ExporterConfig(tuple(servers), listen_host, listen_port, args.telemetry_path,
-                          args.web_config_file)  # fmt: skip
+    return ExporterConfig(tuple(servers), listen_host, listen_port, args.telemetry_path, web)
 
 
 async def serve(config: ExporterConfig, *, demo: bool = False) -> int:
@@ -247,7 +246,7 @@ async def serve(config: ExporterConfig, *, demo: bool = False) -> int:
     states = [ServerState(s.name) for s in servers]
     registry = build_registry(states)
     history = History(states)  # status page sparklines; sampled off the event path
-    web_config = load_web_config(config.web_config_file) if config.web_config_file else None
+    web_config = config.web
     web = WebServer(registry, states, host=config.listen_host, port=config.listen_port,
                     telemetry_path=config.telemetry_path,
                     ssl_context=web_config.ssl_context if web_config else None,

@@ -13,11 +13,14 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ami_exporter.errors import ConfigError
+
+if TYPE_CHECKING:  # webconfig imports this module; the type is only for annotations
+    from ami_exporter.webconfig import WebConfig
 
 DEFAULT_AMI_ADDRESS = "127.0.0.1:5038"
 DEFAULT_LISTEN_ADDRESS = ":9815"
@@ -57,7 +60,7 @@ class ExporterConfig:
     listen_host: str
     listen_port: int
     telemetry_path: str
-    web_config_file: str | None = None
+    web: WebConfig | None = None  # --web.config.file, loaded and checked once at start
 
 
 def parse_host_port(value: str, what: str, default_host: str = "") -> tuple[str, int]:
