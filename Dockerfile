@@ -16,8 +16,8 @@ WORKDIR /src
 # Pinned build backend; --no-build-isolation below makes pip use exactly this one.
 RUN pip install --no-cache-dir "setuptools==75.8.0"
 
-COPY pyproject.toml README.md ./
-COPY ami_exporter/ ./ami_exporter/
+COPY pyproject.toml README.md LICENSE ./
+COPY src/ ./src/
 
 RUN pip wheel --no-cache-dir --no-build-isolation --wheel-dir /wheels .
 

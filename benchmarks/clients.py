@@ -1,7 +1,8 @@
 """The clients under test, each timed from connect until it has counted every streamed event.
 
-* :func:`run_ours` - the exporter's real ingest path: :class:`ami_exporter.client.AMIClient` with
-  a :class:`ami_exporter.state.ServerState` (socket -> ``_AMIProtocol.data_received`` ->
+* :func:`run_ours` - the exporter's real ingest path:
+  :class:`~ami_exporter.client.connection.AMIClient` with a
+  :class:`~ami_exporter.state.server.ServerState` (socket -> ``_AMIProtocol.data_received`` ->
   ``AMIParser.feed`` -> ``ServerState.handle_event``) on a plain asyncio loop (no uvloop);
   the final state is checked, so a fast but wrong ingest is caught;
 * :func:`run_asterisk_ami` - ``asterisk-ami`` 0.1.7 (threaded), with a counting listener, or
@@ -22,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ami_exporter import labels
-from ami_exporter.client import AMIClient
-from ami_exporter.config import ServerConfig
-from ami_exporter.state import ServerState
+from ami_exporter.client.connection import AMIClient
+from ami_exporter.config.model import ServerConfig
+from ami_exporter.state import labels
+from ami_exporter.state.server import ServerState
 
 POLL: Final = 0.005
 TIMEOUT: Final = 120.0

@@ -2,15 +2,16 @@
 
 ``python -m benchmarks.memprobe tracemalloc --channels 10000``
     Bytes attributable to the live channel set: with :mod:`tracemalloc` tracing, a fresh
-    :class:`~ami_exporter.state.ServerState` is fed the ``Newchannel`` events of N live
-    channels (parsed by :class:`~ami_exporter.protocol.AMIParser`, chunk by chunk, messages
+    :class:`~ami_exporter.state.server.ServerState` is fed the ``Newchannel`` events of N live
+    channels (parsed by :class:`~ami_exporter.ami.protocol.AMIParser`, chunk by chunk, messages
     dropped after use); traced memory after minus before, divided by N. The biggest
     allocation sites are listed too.
 
 ``python -m benchmarks.memprobe rss --channels 10000``
     Process RSS (``/proc/self/status`` ``VmRSS``, and the peak ``VmHWM``) of the real exporter
-    path - :class:`~ami_exporter.client.AMIClient`, the registry and the
-    :class:`~ami_exporter.web.WebServer`, after a few scrapes - holding N live channels that it
+    path - :class:`~ami_exporter.client.connection.AMIClient`, the registry and
+    the :class:`~ami_exporter.web.server.WebServer`, after a few scrapes - holding N live channels
+    that it
     learned from a blaster (``Newchannel`` events plus a ``CoreShowChannels`` answer listing
     them, then 2,000 calls of traffic). The blaster runs in its own process.
 """
@@ -39,8 +40,8 @@ def vm_status() -> dict[str, int]:
 
 
 def probe_tracemalloc(channels: int) -> dict[str, Any]:
-    from ami_exporter.protocol import AMIParser
-    from ami_exporter.state import ServerState
+    from ami_exporter.ami.protocol import AMIParser
+    from ami_exporter.state.server import ServerState
     from benchmarks.stream import build_stream
 
     data = build_stream(0, channels).data
@@ -78,10 +79,10 @@ def probe_tracemalloc(channels: int) -> dict[str, Any]:
 
 
 async def _rss_async(channels: int, calls: int) -> dict[str, Any]:
-    from ami_exporter.client import AMIClient
-    from ami_exporter.collector import build_registry
-    from ami_exporter.state import ServerState
-    from ami_exporter.web import WebServer
+    from ami_exporter.client.connection import AMIClient
+    from ami_exporter.metrics.collector import build_registry
+    from ami_exporter.state.server import ServerState
+    from ami_exporter.web.server import WebServer
     from benchmarks.blaster import Blaster, BlasterConfig
     from benchmarks.clients import server_config, stop_clients, wait_until
 

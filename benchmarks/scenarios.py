@@ -31,10 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ami_exporter.client import AMIClient
-from ami_exporter.collector import build_registry
-from ami_exporter.state import ServerState
-from ami_exporter.web import WebServer
+from ami_exporter.client.connection import AMIClient
+from ami_exporter.metrics.collector import build_registry
+from ami_exporter.state.server import ServerState
+from ami_exporter.web.server import WebServer
 from benchmarks.blaster import Blaster, BlasterConfig, ConnStats
 from benchmarks.clients import (
     Measurement,

@@ -27,7 +27,7 @@ from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ami_exporter.simulator import SimulatedAsterisk, SimulatorConfig
+from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
 
 REPO = Path(__file__).resolve().parent.parent
 

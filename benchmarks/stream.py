@@ -32,7 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
-from ami_exporter.protocol import AMIParser
+from ami_exporter.ami.protocol import AMIParser
 
 REPO: Final = Path(__file__).resolve().parent.parent
 CAPTURE: Final = REPO / "tests" / "fixtures" / "03-originate-100.exporter.raw"

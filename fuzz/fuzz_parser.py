@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Coverage-guided fuzz target for the sans-IO AMI parser (``ami_exporter.protocol``).
+"""Coverage-guided fuzz target for the sans-IO AMI parser (``ami_exporter.ami.protocol``).
 
 Run (atheris, libFuzzer flags; the corpus directory is created and seeded from the recorded
 captures in ``tests/fixtures`` when empty, and libFuzzer adds what it finds to it)::
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ami_exporter.protocol import AMIParser, Message, parse_block, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, parse_block, serialize
 
 SLACK = 64
 LIMITS = (24, 100, 1 << 20)

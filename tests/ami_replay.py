@@ -12,7 +12,7 @@ import contextlib
 
 from conftest import read_capture
 
-from ami_exporter.protocol import AMIParser, Message, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, serialize
 
 
 def _canned(action_id: str | None, msg: Message) -> bytes:

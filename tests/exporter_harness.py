@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ami_exporter.client import AMIClient
-from ami_exporter.collector import build_registry
-from ami_exporter.config import ServerConfig
-from ami_exporter.state import ServerState
-from ami_exporter.web import WebServer
+from ami_exporter.client.connection import AMIClient
+from ami_exporter.config.model import ServerConfig
+from ami_exporter.metrics.collector import build_registry
+from ami_exporter.state.server import ServerState
+from ami_exporter.web.server import WebServer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

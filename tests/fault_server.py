@@ -15,7 +15,7 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable, Sequence
 
-from ami_exporter.protocol import AMIParser, Message, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, serialize
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 

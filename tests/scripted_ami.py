@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from conftest import read_capture
 
-from ami_exporter.protocol import AMIParser, Message, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, serialize
 
 
 def _messages(capture: str) -> tuple[str, list[Message]]:

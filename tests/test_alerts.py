@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ami_exporter.collector import AMICollector
-from ami_exporter.state import ServerState
+from ami_exporter.metrics.collector import AMICollector
+from ami_exporter.state.server import ServerState
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "ami-exporter.rules.yml"

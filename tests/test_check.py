@@ -22,10 +22,10 @@ import pytest
 from exporter_harness import server_config
 from scripted_ami import ScriptedAMI, closed_port, firewalled_port
 
-from ami_exporter import check
-from ami_exporter.check import check_servers
-from ami_exporter.config import ServerConfig
-from ami_exporter.simulator import SimulatedAsterisk, SimulatorConfig
+from ami_exporter.cli import check
+from ami_exporter.cli.check import check_servers
+from ami_exporter.config.model import ServerConfig
+from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "Sup3r-S3cret-Value"

@@ -140,7 +140,7 @@ def start_simulator(
     procs: list[Proc], cwd: Path, username: str, secret: str, name: str = "sim"
 ) -> int:
     port = free_port()
-    argv = [sys.executable, "-m", "ami_exporter.simulator", "--listen", f"127.0.0.1:{port}",
+    argv = [sys.executable, "-m", "ami_simulator", "--listen", f"127.0.0.1:{port}",
             "--username", username, "--calls-per-second", "0"]  # fmt: skip
     sim = Proc(argv, cwd, clean_env(AMI_SECRET=secret), name)
     procs.append(sim)

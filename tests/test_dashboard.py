@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ami_exporter.cli import build_arg_parser
-from ami_exporter.collector import AMICollector
-from ami_exporter.state import ServerState
+from ami_exporter.cli.main import build_arg_parser
+from ami_exporter.metrics.collector import AMICollector
+from ami_exporter.state.server import ServerState
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "dashboards" / "asterisk-ami.json"

@@ -164,5 +164,5 @@ def test_dockerignore_keeps_build_inputs() -> None:
         if line.strip() and not line.startswith("#")
     }
     assert ".git" in patterns
-    for needed in ("pyproject.toml", "README.md", "ami_exporter", "*", "**"):
+    for needed in ("pyproject.toml", "README.md", "LICENSE", "src", "*", "**"):
         assert needed not in patterns, f".dockerignore must not exclude {needed}"

@@ -16,9 +16,9 @@ from ami_replay import ReplayServer
 from conftest import read_capture
 from exporter_harness import running_exporter, server_config, value, wait_for
 
-from ami_exporter.client import AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, Backoff
-from ami_exporter.protocol import AMIParser
-from ami_exporter.simulator import SimulatedAsterisk, SimulatorConfig
+from ami_exporter.ami.protocol import AMIParser
+from ami_exporter.client.connection import AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, Backoff
+from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
 
 
 async def test_replay_of_a_busy_call_gives_exact_metrics() -> None:
@@ -231,7 +231,7 @@ async def test_an_unexpected_error_costs_one_session_not_the_server(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A bug in a handler must not stop the server from being monitored for good."""
-    from ami_exporter.state import ServerState
+    from ami_exporter.state.server import ServerState
 
     calls = {"n": 0}
     original = ServerState.apply_banner

@@ -30,10 +30,10 @@ from fault_server import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-import ami_exporter.client as client_module
-from ami_exporter.client import AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, BACKOFF_JITTER
-from ami_exporter.protocol import DEFAULT_MAX_MESSAGE_SIZE, AMIParser
-from ami_exporter.simulator import SimulatedAsterisk, SimulatorConfig
+import ami_exporter.client.connection as client_module
+from ami_exporter.ami.protocol import DEFAULT_MAX_MESSAGE_SIZE, AMIParser
+from ami_exporter.client.connection import AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, BACKOFF_JITTER
+from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
 
 S = {"server": "test"}
 SLACK = 64  # the parser's terminator slack beyond max_message_size

@@ -12,14 +12,14 @@ from ami_replay import ReplayServer
 from conftest import read_capture
 from exporter_harness import Samples, running_exporter, server_config, value, wait_for
 
-from ami_exporter.config import ServerConfig, load_config_file
-from ami_exporter.errors import ConfigError
-from ami_exporter.polls import poll_optional
-from ami_exporter.protocol import AMIParser, Message
-from ami_exporter.queues import QueueState
-from ami_exporter.simulator import SimulatedAsterisk, SimulatorConfig
-from ami_exporter.state import ServerState
-from ami_exporter.vicidial import call_type
+from ami_exporter.ami.protocol import AMIParser, Message
+from ami_exporter.client.polls import poll_optional
+from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.model import ServerConfig, load_config_file
+from ami_exporter.state.queues import QueueState
+from ami_exporter.state.server import ServerState
+from ami_exporter.state.vicidial import call_type
+from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
 
 S = {"server": "test"}
 

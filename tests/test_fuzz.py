@@ -21,7 +21,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ami_exporter.protocol import AMIParser, Message, parse_block, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, parse_block, serialize
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ_TARGET = REPO / "fuzz" / "fuzz_parser.py"

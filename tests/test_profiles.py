@@ -14,9 +14,9 @@ import asyncio
 import pytest
 from exporter_harness import Samples, running_exporter, server_config, value, wait_for
 
-from ami_exporter.protocol import AMIParser, Message, serialize
-from ami_exporter.simulator import OUTCOMES, SimulatedAsterisk, SimulatorConfig
-from ami_exporter.simulator_profiles import PROFILES, VERSIONS
+from ami_exporter.ami.protocol import AMIParser, Message, serialize
+from ami_simulator.profiles import PROFILES, VERSIONS
+from ami_simulator.server import OUTCOMES, SimulatedAsterisk, SimulatorConfig
 
 FAMILIES = (
     "asterisk_hangups_total",

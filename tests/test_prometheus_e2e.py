@@ -29,7 +29,7 @@ import pytest
 import yaml
 from exporter_harness import running_exporter, server_config, wait_for
 
-from ami_exporter.simulator import OUTCOMES, SimulatedAsterisk, SimulatorConfig
+from ami_simulator.server import OUTCOMES, SimulatedAsterisk, SimulatorConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "ami-exporter.rules.yml"

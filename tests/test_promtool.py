@@ -26,9 +26,9 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from ami_exporter.collector import build_registry
-from ami_exporter.protocol import AMIParser
-from ami_exporter.state import ServerState
+from ami_exporter.ami.protocol import AMIParser
+from ami_exporter.metrics.collector import build_registry
+from ami_exporter.state.server import ServerState
 from tests.conftest import read_capture
 
 REPO = Path(__file__).resolve().parent.parent

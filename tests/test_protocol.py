@@ -8,7 +8,7 @@ import zlib
 import pytest
 from conftest import FIXTURES, read_capture
 
-from ami_exporter.protocol import AMIParser, Message, action, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, action, serialize
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 CAPTURES = sorted(p.name for p in FIXTURES.iterdir() if p.name.endswith((".raw", ".raw.gz")))

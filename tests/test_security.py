@@ -29,13 +29,13 @@ from test_cli import (
 )
 from test_cli import wait_for as wait_for_sync
 
-from ami_exporter.collector import build_registry
-from ami_exporter.errors import ConfigError
-from ami_exporter.protocol import Message
-from ami_exporter.simulator import SimulatedAsterisk, SimulatorConfig
-from ami_exporter.state import ServerState
-from ami_exporter.web import WebServer
-from ami_exporter.webconfig import BasicAuth, load_web_config
+from ami_exporter.ami.protocol import Message
+from ami_exporter.config.errors import ConfigError
+from ami_exporter.metrics.collector import build_registry
+from ami_exporter.state.server import ServerState
+from ami_exporter.web.server import WebServer
+from ami_exporter.web.webconfig import BasicAuth, load_web_config
+from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
 
 PASSWORD = "Scrape-Pass-7c1f"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # cost 4: fast tests

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ami_exporter.protocol import AMIParser, Message, serialize
-from ami_exporter.simulator import SimulatedAsterisk, SimulatorConfig, main
+from ami_exporter.ami.protocol import AMIParser, Message, serialize
+from ami_simulator.server import SimulatedAsterisk, SimulatorConfig, main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "s3cret"  # the captures' test-only credential, the simulator's default

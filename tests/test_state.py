@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 from conftest import FIXTURES, read_capture
 
-from ami_exporter.protocol import AMIParser, Message
-from ami_exporter.state import ServerState
+from ami_exporter.ami.protocol import AMIParser, Message
+from ami_exporter.state.server import ServerState
 
 
 class FakeClock:

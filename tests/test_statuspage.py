@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import read_capture
 
-from ami_exporter.history import History, take_sample
-from ami_exporter.protocol import AMIParser
-from ami_exporter.state import ServerState
-from ami_exporter.statuspage import human_duration, render_status_page, sparkline
+from ami_exporter.ami.protocol import AMIParser
+from ami_exporter.state.server import ServerState
+from ami_exporter.web.history import History, take_sample
+from ami_exporter.web.statuspage import human_duration, render_status_page, sparkline
 
 REPO = Path(__file__).resolve().parent.parent
 CALLER_DATA = ("5551000", "AMI Test")  # CallerIDNum / CallerIDName of the captures and simulator

@@ -14,10 +14,10 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from ami_exporter.collector import build_registry
-from ami_exporter.protocol import AMIParser, Message
-from ami_exporter.state import ServerState
-from ami_exporter.web import WebServer
+from ami_exporter.ami.protocol import AMIParser, Message
+from ami_exporter.metrics.collector import build_registry
+from ami_exporter.state.server import ServerState
+from ami_exporter.web.server import WebServer
 from tests.conftest import read_capture
 
 TIMEOUT = 5.0

@@ -1,6 +1,6 @@
 """Prometheus collector: turns the plain per-server state into metric families at scrape time.
 
-Nothing here is updated by events. Each scrape reads :class:`~ami_exporter.state.ServerState`
+Nothing here is updated by events. Each scrape reads :class:`~ami_exporter.state.server.ServerState`
 and builds fresh families, so a label set disappears as soon as the state drops it and a scrape
 never waits on, or blocks, the AMI readers for longer than it takes to copy a few small dicts.
 """
@@ -19,8 +19,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ami_exporter import __version__
-from ami_exporter.feature_metrics import feature_families
-from ami_exporter.state import ServerState
+from ami_exporter.metrics.features import feature_families
+from ami_exporter.state.server import ServerState
 
 
 def _clean(value: str) -> str:

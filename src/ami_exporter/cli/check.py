@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, TextIO
 
-from ami_exporter.amitls import client_ssl_context
-from ami_exporter.config import ServerConfig
-from ami_exporter.errors import ConfigError
-from ami_exporter.fields import local_timestamp, to_float
-from ami_exporter.protocol import AMIParser, Message, action, serialize
-from ami_exporter.statuspage import human_duration
+from ami_exporter.ami.protocol import AMIParser, Message, action, serialize
+from ami_exporter.ami.values import local_timestamp, to_float
+from ami_exporter.client.tls import client_ssl_context
+from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.model import ServerConfig
+from ami_exporter.web.statuspage import human_duration
 
 EXIT_OK: Final = 0
 EXIT_OTHER: Final = 1
@@ -605,7 +605,7 @@ async def check_servers(
 
 
 def build_check_parser() -> argparse.ArgumentParser:
-    from ami_exporter.cli import build_arg_parser
+    from ami_exporter.cli.main import build_arg_parser
 
     parser = build_arg_parser()
     parser.prog = "ami-exporter check"
@@ -627,8 +627,8 @@ def build_check_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """``ami-exporter check [flags]``: return the process exit code."""
-    from ami_exporter.cli import config_from_args
-    from ami_exporter.config import positive_seconds
+    from ami_exporter.cli.main import config_from_args
+    from ami_exporter.config.model import positive_seconds
 
     parser = build_check_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)

@@ -1,7 +1,7 @@
 """Configuration: command-line flags, environment and the YAML file, validated up front.
 
-Every problem is a :class:`~ami_exporter.errors.ConfigError` with a one-line message that names
-the flag or the YAML line, so a bad deployment fails at start with exit code 2 instead of
+Every problem is a :class:`~ami_exporter.config.errors.ConfigError` with a one-line message
+that names the flag or the YAML line, so a bad deployment fails at start with exit code 2 instead of
 misbehaving later. Secrets come from the environment or a file, never from a plain flag (flags
 are visible to every user in the process list).
 """
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ami_exporter.errors import ConfigError
+from ami_exporter.config.errors import ConfigError
 
 if TYPE_CHECKING:  # webconfig imports this module; the type is only for annotations
-    from ami_exporter.webconfig import WebConfig
+    from ami_exporter.web.webconfig import WebConfig
 
 DEFAULT_AMI_ADDRESS = "127.0.0.1:5038"
 DEFAULT_LISTEN_ADDRESS = ":9815"

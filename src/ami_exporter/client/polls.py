@@ -14,8 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
-from ami_exporter.protocol import Message
-from ami_exporter.state import ServerState
+from ami_exporter.ami.protocol import Message
+from ami_exporter.state.server import ServerState
 
 log = logging.getLogger("ami_exporter.polls")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ssl
 
-from ami_exporter.config import ServerConfig
-from ami_exporter.errors import ConfigError
+from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.model import ServerConfig
 
 __all__ = ["client_ssl_context"]
 

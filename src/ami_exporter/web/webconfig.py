@@ -48,8 +48,8 @@ from typing import Any, Final
 
 import yaml
 
-from ami_exporter.config import compose_yaml_file
-from ami_exporter.errors import ConfigError
+from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.model import compose_yaml_file
 
 __all__ = ["BasicAuth", "WebConfig", "load_web_config"]
 

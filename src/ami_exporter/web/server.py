@@ -1,9 +1,9 @@
 """The HTTP side: ``/metrics``, a landing page, ``/-/healthy`` and ``/-/ready``.
 
 A small HTTP/1.1 server on asyncio streams, in the same loop as the AMI clients. A scrape only
-walks small aggregate dicts (see :mod:`ami_exporter.collector`), so it holds the loop for about a
-millisecond; the kernel's socket buffers absorb AMI traffic meanwhile. Content negotiation
-(Prometheus text or OpenMetrics) is prometheus_client's own ``choose_encoder``.
+walks small aggregate dicts (see :mod:`ami_exporter.metrics.collector`), so it holds the loop
+for about a millisecond; the kernel's socket buffers absorb AMI traffic meanwhile. Content
+negotiation (Prometheus text or OpenMetrics) is prometheus_client's own ``choose_encoder``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from http import HTTPStatus
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from ami_exporter.history import History
-from ami_exporter.state import ServerState
-from ami_exporter.statuspage import render_status_page
-from ami_exporter.webconfig import BasicAuth
+from ami_exporter.state.server import ServerState
+from ami_exporter.web.history import History
+from ami_exporter.web.statuspage import render_status_page
+from ami_exporter.web.webconfig import BasicAuth
 
 log = logging.getLogger("ami_exporter.web")
 

@@ -3,7 +3,7 @@
 No script, no external asset (inline CSS, inline SVG sparklines), so it works offline and behind
 any proxy; a ``<meta http-equiv="refresh">`` reloads it. Per server: AMI up or down and since
 when, the last error (login failure, disconnect), active channels and calls, originates and
-hangups over the last minutes with sparklines from :mod:`ami_exporter.history`, and the top
+hangups over the last minutes with sparklines from :mod:`ami_exporter.web.history`, and the top
 hangup causes. Every dynamic string is HTML-escaped. The state holds no caller number or name,
 so none can reach the page.
 """
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from ami_exporter import __version__
-from ami_exporter.history import History, Sample, take_sample
-from ami_exporter.state import ServerState
+from ami_exporter.state.server import ServerState
+from ami_exporter.web.history import History, Sample, take_sample
 
 REFRESH_SECONDS: Final = 10
 RECENT_WINDOW: Final = 300.0  # "originates / hangups in the last 5 minutes"

@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from ami_exporter import labels
-from ami_exporter.protocol import Message
+from ami_exporter.ami.protocol import Message
+from ami_exporter.state import labels
 
 CALL_TYPES: Final = ("auto_dial", "manual_dial", "inbound", "three_way", "ring_agent")
 DEDUP_SECONDS: Final = 3600.0

@@ -1,17 +1,9 @@
-"""Exception types shared by the configuration loader and the AMI client."""
+"""Why an AMI session could not start or ended: each carries the metric label as ``reason``."""
 
 from __future__ import annotations
 
 
-class AMIExporterError(Exception):
-    """Base class of every error this package raises on purpose."""
-
-
-class ConfigError(AMIExporterError):
-    """A bad flag, environment variable or configuration file: reported in one line, exit 2."""
-
-
-class AMIConnectionError(AMIExporterError):
+class AMIConnectionError(Exception):
     """Reaching the AMI port failed before login; ``reason`` is the metric label."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -19,7 +11,7 @@ class AMIConnectionError(AMIExporterError):
         self.reason = reason
 
 
-class AMILoginError(AMIExporterError):
+class AMILoginError(Exception):
     """Login was refused or not answered; ``reason`` is the metric label (auth, timeout, error)."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -27,7 +19,7 @@ class AMILoginError(AMIExporterError):
         self.reason = reason
 
 
-class AMISessionLost(AMIExporterError):
+class AMISessionLost(Exception):
     """A logged-in session ended; ``reason`` is the metric label (eof, shutdown, ...)."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ami_exporter import polls
-from ami_exporter.amitls import client_ssl_context
-from ami_exporter.config import ServerConfig
-from ami_exporter.errors import AMIConnectionError, AMILoginError, AMISessionLost
-from ami_exporter.protocol import AMIParser, Message, action, parse_block, serialize
-from ami_exporter.state import ServerState
+from ami_exporter.ami.errors import AMIConnectionError, AMILoginError, AMISessionLost
+from ami_exporter.ami.protocol import AMIParser, Message, action, parse_block, serialize
+from ami_exporter.client import polls
+from ami_exporter.client.tls import client_ssl_context
+from ami_exporter.config.model import ServerConfig
+from ami_exporter.state.server import ServerState
 
 log = logging.getLogger("ami_exporter.client")
 

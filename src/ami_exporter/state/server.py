@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ami_exporter import labels
-from ami_exporter.fields import local_timestamp, to_float
-from ami_exporter.peers import PeerState
-from ami_exporter.protocol import Message
-from ami_exporter.queues import QueueState
-from ami_exporter.vicidial import VicidialState
+from ami_exporter.ami.protocol import Message
+from ami_exporter.ami.values import local_timestamp, to_float
+from ami_exporter.state import labels
+from ami_exporter.state.peers import PeerState
+from ami_exporter.state.queues import QueueState
+from ami_exporter.state.vicidial import VicidialState
 
 DURATION_BUCKETS: Final = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 # Label sets a single server can create for open-ended values before they fold into `other`.

@@ -2,6 +2,6 @@
 
 import sys
 
-from ami_exporter.cli import main
+from ami_exporter.cli.main import main
 
 sys.exit(main())

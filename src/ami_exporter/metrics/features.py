@@ -1,7 +1,7 @@
 """Metric families for trunks/peers, registrations, queues and VICIdial call types.
 
-Built at scrape time from :class:`~ami_exporter.state.ServerState` like the core families in
-:mod:`ami_exporter.collector`, which yields these after its own.
+Built at scrape time from :class:`~ami_exporter.state.server.ServerState` like the core families in
+:mod:`ami_exporter.metrics.collector`, which yields these after its own.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ami_exporter.state import ServerState
+from ami_exporter.state.server import ServerState
 
 
 def _clean(value: str) -> str:

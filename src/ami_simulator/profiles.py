@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ami_exporter.protocol import Message, serialize
+from ami_exporter.ami.protocol import Message, serialize
 
 Pairs = list[tuple[str, str]]
 

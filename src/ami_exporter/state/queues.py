@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ami_exporter.protocol import Message
+from ami_exporter.ami.protocol import Message
 
 MAX_QUEUES: Final = 256
 # QueueMember Status is the device state number (ast_devstate).

@@ -2,8 +2,8 @@
 
 One :class:`Sample` per server every ``interval`` seconds (10 s), the last ``points`` kept
 (180: half an hour), in a ring buffer: memory is fixed whatever the traffic. Sampling reads a few
-aggregate dicts of :class:`~ami_exporter.state.ServerState` from a periodic task, never from the
-AMI event path, so it costs the intake nothing.
+aggregate dicts of :class:`~ami_exporter.state.server.ServerState` from a periodic task, never
+from the AMI event path, so it costs the intake nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from ami_exporter.state import ServerState
+from ami_exporter.state.server import ServerState
 
 SAMPLE_INTERVAL: Final = 10.0
 HISTORY_POINTS: Final = 180  # 30 minutes at one sample every 10 s

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ami_exporter.protocol import Message
+from ami_exporter.ami.protocol import Message
 
 log = logging.getLogger("ami_exporter.peers")
 
@@ -84,7 +84,7 @@ class Peer:
 
 
 class PeerState:
-    """Peers and registrations of one server; fed by :class:`~ami_exporter.state.ServerState`."""
+    """Peers and registrations of one server; fed by :class:`.server.ServerState`."""
 
     def __init__(self) -> None:
         self.peers: dict[tuple[str, str], Peer] = {}

@@ -11,7 +11,7 @@ order are those of real Asterisk, including its quirks (``Cdr`` before ``Newchan
 ``;1`` half's ``Cause: 0`` on busy, ``OriginateResponse`` reasons, ``Uniqueid`` counters).
 
 It is used by the exporter's demo mode (``ami-simulator``) and by the tests, so it only needs
-the standard library and :mod:`ami_exporter.protocol`, and never reads the captures at runtime.
+the standard library and :mod:`ami_exporter.ami.protocol`, and never reads the captures at runtime.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ami_exporter import simulator_profiles as profiles
-from ami_exporter.protocol import AMIParser, Message, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, serialize
+from ami_simulator import profiles
 
 __all__ = ["OUTCOMES", "SimulatedAsterisk", "SimulatorConfig", "main"]
 
@@ -1035,7 +1035,7 @@ def _pairs_text(pairs: Sequence[tuple[str, str]]) -> str:
 def _compile_scripts(source: str, profile: profiles.Profile | None = None) -> dict[str, _Script]:
     """Turn the compact capture-derived scripts into ready-to-format event templates.
 
-    Done once per version profile (see :mod:`ami_exporter.simulator_profiles`, which rewrites
+    Done once per version profile (see :mod:`ami_simulator.profiles`, which rewrites
     each event into that version's dialect) so that a call costs only ``str.format_map`` per
     event.
     """

@@ -19,10 +19,11 @@ import sys
 from typing import Any, NoReturn
 
 from ami_exporter import __version__
-from ami_exporter.amitls import client_ssl_context
-from ami_exporter.client import AMIClient
-from ami_exporter.collector import build_registry
-from ami_exporter.config import (
+from ami_exporter.cli.logsetup import LEVEL_NAMES, setup_logging
+from ami_exporter.client.connection import AMIClient
+from ami_exporter.client.tls import client_ssl_context
+from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.model import (
     DEFAULT_AMI_ADDRESS,
     DEFAULT_LISTEN_ADDRESS,
     ExporterConfig,
@@ -32,12 +33,11 @@ from ami_exporter.config import (
     positive_seconds,
     read_secret_file,
 )
-from ami_exporter.errors import ConfigError
-from ami_exporter.history import History
-from ami_exporter.logsetup import LEVEL_NAMES, setup_logging
-from ami_exporter.state import ServerState
-from ami_exporter.web import WebServer
-from ami_exporter.webconfig import load_web_config
+from ami_exporter.metrics.collector import build_registry
+from ami_exporter.state.server import ServerState
+from ami_exporter.web.history import History
+from ami_exporter.web.server import WebServer
+from ami_exporter.web.webconfig import load_web_config
 
 log = logging.getLogger("ami_exporter")
 
@@ -232,7 +232,7 @@ async def serve(config: ExporterConfig, *, demo: bool = False) -> int:
     simulator = None
     servers = list(config.servers)
     if demo:
-        from ami_exporter.simulator import SimulatedAsterisk, SimulatorConfig
+        from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
 
         secret = secrets.token_urlsafe(16)
         simulator = SimulatedAsterisk(
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     if argv[:1] == ["check"]:
         # `ami-exporter check [same flags]`: a one-shot diagnosis (ami_exporter.check).
-        from ami_exporter.check import main as check_main
+        from ami_exporter.cli.check import main as check_main
 
         return check_main(argv[1:])
     parser = build_arg_parser()

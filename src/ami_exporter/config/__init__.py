@@ -1,0 +1,1 @@
+"""Configuration: the typed model of servers and options, loaded from flags and YAML."""

@@ -1,0 +1,1 @@
+"""A faithful AMI simulator, derived from captures of real Asterisk, for the demo and tests."""
