@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ami_exporter.ami.protocol import AMIParser, Message, parse_block, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, parse_block, parse_event, serialize
 
 SLACK = 64
 LIMITS = (24, 100, 1 << 20)
@@ -77,9 +77,14 @@ def check(data: bytes) -> None:
     block = parse_block(body[:512])
     if block is not None:
         serialize(block)
-    lazy = Message.lazy_event("Hangup", b"Event: Hangup\n" + body[:512])
-    lazy.get("Uniqueid")
-    lazy.get("Cause")
+    event = b"Event: Hangup\n" + body[:512]
+    full = parse_block(event)
+    for key in ("Uniqueid", "Cause", "Channel", "Event"):
+        lazy = parse_event("Hangup", event)
+        if (lazy is None) != (full is None):
+            raise AssertionError(f"lazy and full parsing disagree on malformed: {event!r}")
+        if lazy is not None and full is not None and lazy.get(key) != full.get(key):
+            raise AssertionError(f"lazy and full parsing disagree on {key}: {event!r}")
 
 
 def TestOneInput(data: bytes) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ami_exporter.ami.protocol import AMIParser, Message, parse_block, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, parse_block, parse_event, serialize
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ_TARGET = REPO / "fuzz" / "fuzz_parser.py"
@@ -103,16 +103,40 @@ def test_any_byte_stream_never_raises_and_chunking_does_not_matter(
         _exercise(msg)
 
 
+_line_bits = st.sampled_from(
+    [b"Uniqueid", b"uniqueid", b"Cause", b"Channel", b"Event", b"event", b"K", b":", b": ",
+     b" ", b"\r", b"\n", b"\r\n", b"\xff", b"x", b"1"]
+)  # fmt: skip
+_block_bodies = st.one_of(st.binary(max_size=200), st.lists(_line_bits, max_size=40).map(b"".join))
+_lookup_keys = ("Uniqueid", "uniqueid", "UniqueID", "Cause", "Channel", "K", "Event", "event", "x")
+
+
 @PROFILE
-@given(block=st.binary(max_size=200), name=st.sampled_from(["Hangup", "Newchannel", "X"]))
-def test_parse_block_and_lazy_events_never_raise(block: bytes, name: str) -> None:
-    msg = parse_block(block)
-    if msg is not None:
-        _exercise(msg)
-    lazy = Message.lazy_event(name, b"Event: " + name.encode() + b"\n" + block)
-    for key in ("Uniqueid", "Channel", "Cause", "nothere"):
-        lazy.get(key)
+@given(body=_block_bodies, name=st.sampled_from(["Hangup", "Newchannel", "X"]))
+def test_lazy_and_full_parsing_agree_on_every_field(body: bytes, name: str) -> None:
+    """parse_event (the daemon's lazy path) answers exactly as parse_block, for any bytes."""
+    block = b"Event: " + name.encode() + b"\n" + body
+    full = parse_block(block)
+    lazy = parse_event(name, block)
+    assert (lazy is None) == (full is None), "lazy and full disagree on malformed"
+    if full is None or lazy is None:
+        return
+    keys = {key for key, _ in full.headers} | set(_lookup_keys)
+    for key in sorted(keys):
+        # A fresh lazy message per key: the first lookup is the one that reads raw bytes.
+        fresh = parse_event(name, block)
+        assert fresh is not None
+        assert fresh.get(key) == full.get(key), key
+        assert (key in fresh) == (key in full), key
+    assert lazy.headers == full.headers
+    assert lazy.get_all("Uniqueid") == full.get_all("Uniqueid")
     _exercise(lazy)
+
+
+def test_colon_less_hangup_is_malformed_on_the_lazy_path_too() -> None:
+    block = b"Event: Hangup\r\nChannel: PJSIP/a-1\r\nthis line has no colon\r\nCause: 16"
+    assert parse_block(block) is None
+    assert parse_event("Hangup", block) is None
 
 
 # ---------------------------------------------------------------------------- valid streams

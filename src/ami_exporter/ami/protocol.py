@@ -33,6 +33,7 @@ __all__ = [
     "MessageKind",
     "action",
     "parse_block",
+    "parse_event",
     "serialize",
 ]
 
@@ -63,6 +64,10 @@ _NOT_DISCARDING: Final = 0
 _DISCARD_TO_BLANK_LINE: Final = 1
 _DISCARD_TO_END_COMMAND: Final = 2
 
+
+# parse_event's check that every line has a colon, none at its start: keep only colons and
+# line ends (one C-level pass), then a line without a colon shows as two line ends in a row.
+_ALL_BUT_COLON_AND_LF: Final = bytes(b for b in range(256) if b not in b":\n")
 
 # b"\nKey: " search strings for lazy lookups, by key (callers use a handful of constant keys).
 _NEEDLES: dict[str, bytes] = {}
@@ -95,13 +100,8 @@ class Message:
         self._block: bytes | None = None
 
     @classmethod
-    def lazy_event(cls, name: str, block: bytes) -> Message:
-        """An event whose fields are looked up in its raw block on demand.
-
-        A consumer that needs four fields of a twenty-line event finds them with a few byte
-        searches instead of decoding and splitting every line. Anything unusual (a key spelt
-        differently, a key that is absent, asking for ``headers``) parses the block fully.
-        """
+    def _lazy_event(cls, name: str, block: bytes) -> Message:
+        # Only parse_event makes these, after checking the block is plain ``Key: value``.
         message = cls("event", name, ())
         message._block = block
         return message
@@ -139,12 +139,17 @@ class Message:
         if block is not None:
             needle = _NEEDLES.get(key)
             if needle is None:
-                needle = b"\n" + key.encode() + b": "
+                # The first line's key is read from the parsed message (a later "Event:"
+                # line must not answer for it): no needle for it, b"" means "parse".
+                needle = b"" if key.lower() == "event" else b"\n" + _raw(key) + b":"
                 if len(_NEEDLES) < 256:
                     _NEEDLES[key] = needle
-            found = block.find(needle)
-            if found >= 0:
-                start = found + len(needle)
+            found = block.find(needle) if needle else -1
+            start = found + len(needle)
+            # The first line of that key, and in the ``Key: value`` shape: parse_block would
+            # answer the same. ``Key:value`` (no space) is rare enough to parse in full.
+            if found >= 0 and block[start : start + 1] == b" ":
+                start += 1
                 end = block.find(b"\n", start)
                 raw = block[start:] if end < 0 else block[start:end]
                 if raw[-1:] == b"\r":
@@ -181,6 +186,10 @@ class Message:
     @property
     def action_id(self) -> str | None:
         return self.get("ActionID")
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def action(name: str, action_id: str | None = None, **fields: str) -> Message:
@@ -534,6 +543,22 @@ def parse_block(block: bytes) -> Message | None:
         # path splits those at the first colon, as Asterisk does.
         return _parse_block_careful(lines)
     return Message(kind, name, pairs, exact)
+
+
+def parse_event(name: str, block: bytes) -> Message | None:
+    """An ``Event: <name>`` block whose fields are read on demand; ``None`` if malformed.
+
+    ``name`` is the block's first line without ``Event: `` (the caller has checked it). A
+    consumer that needs four fields of a twenty-line event finds them with a few byte searches
+    instead of decoding and splitting every line. The result is the one :func:`parse_block`
+    gives, field for field: a block with any line that is not plain ``Key: value`` is parsed
+    in full (so a line without a colon makes it malformed), and so is any lookup the raw bytes
+    cannot answer exactly (a key spelt differently, an absent key, asking for ``headers``).
+    """
+    shape = block.translate(None, _ALL_BUT_COLON_AND_LF)
+    if b"\n\n" in shape or shape[-1:] == b"\n" or shape[:1] != b":" or b"\n:" in block:
+        return parse_block(block)  # a line without a colon, or with an empty key
+    return Message._lazy_event(name, block)
 
 
 def _parse_block_careful(lines: list[str]) -> Message | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ami_exporter.ami.errors import AMIConnectionError, AMILoginError, AMISessionLost
-from ami_exporter.ami.protocol import AMIParser, Message, action, parse_block, serialize
+from ami_exporter.ami.protocol import AMIParser, Message, action, parse_block, parse_event, serialize
 from ami_exporter.client import polls
 from ami_exporter.client.tls import client_ssl_context
 from ami_exporter.config.model import ServerConfig
@@ -131,7 +131,7 @@ class _AMIProtocol(asyncio.Protocol):
                     continue
                 if nl > 0:
                     # The handlers read a few fields each: look them up in the raw block.
-                    msg: Message | None = Message.lazy_event(parsed_names[name], block)
+                    msg: Message | None = parse_event(parsed_names[name], block)
                 else:
                     msg = parse_block(block)
             else:
