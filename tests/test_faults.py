@@ -298,9 +298,7 @@ async def test_garbage_is_counted_and_memory_stays_bounded() -> None:
             async def sample() -> None:
                 nonlocal peak
                 while not done:
-                    protocol = exp.clients[0]._protocol
-                    if protocol is not None:
-                        peak = max(peak, protocol.parser.buffered)
+                    peak = max(peak, exp.clients[0].buffered_bytes)
                     await asyncio.sleep(0)
 
             sampler = asyncio.create_task(sample())

@@ -13,6 +13,7 @@ from conftest import read_capture
 from exporter_harness import Samples, running_exporter, server_config, value, wait_for
 
 from ami_exporter.ami.protocol import AMIParser, Message
+from ami_exporter.ami.session import ActionResult
 from ami_exporter.client.polls import poll_optional
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.config.model import ServerConfig, load_config_file
@@ -167,9 +168,9 @@ async def test_unknown_action_of_the_real_capture_is_remembered() -> None:
     assert (unknown.get("Message") or "").startswith("Invalid/unknown command")
     sent: list[str] = []
 
-    async def request(name: str, **kw: object) -> tuple[Message, list[Message]]:
+    async def request(name: str, **kw: object) -> ActionResult:
         sent.append(name)
-        return unknown, []
+        return ActionResult("unknown-1", name, unknown)
 
     st, skip = ServerState("x"), set[str]()
     log = logging.getLogger("test")

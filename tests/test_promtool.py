@@ -160,8 +160,8 @@ def test_every_metric_family_passes_promtool() -> None:
         if m.get("AsteriskVersion") is not None
     ]  # fmt: skip
     state.apply_core_settings(settings[0])
-    state.set_up(True)
-    state.ping_rtt = 0.001
+    state.record_session_up()
+    state.record_ping(0.001)
     state.last_event_timestamp = time.time()
     registry = build_registry([state, ServerState("other")])
     promtool_check(generate_latest(registry))

@@ -41,7 +41,7 @@ def fed_state(clock: FakeClock, name: str = "pbx1") -> ServerState:
     for msg in parser.feed(read_capture("03-originate-200.exporter.raw")):
         if msg.kind == "event":
             state.handle_event(msg)
-    state.set_up(True)
+    state.record_session_up()
     return state
 
 
@@ -85,7 +85,7 @@ def test_page_with_history() -> None:
 def test_page_without_history_and_escaping() -> None:
     clock = FakeClock()
     state = ServerState('<img src=x onerror="alert(1)">', clock=clock)
-    state.last_error = 'login error: <script>alert("x")</script>'
+    state.record_login_failure("error", '<script>alert("x")</script>')
     page = render_status_page([state], None, telemetry_path="/m&x", now=clock.now).decode()
     assert "<img" not in page and "<script" not in page
     assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page
@@ -99,10 +99,9 @@ def test_page_without_history_and_escaping() -> None:
 def test_last_error_is_kept_after_recovery() -> None:
     clock = FakeClock()
     state = ServerState("pbx1", clock=clock)
-    state.last_error = "disconnected (eof): connection closed by Asterisk"
+    state.record_disconnect("eof", "connection closed by Asterisk")
     clock.now += 120
-    state.set_up(True)
-    state.last_error = ""  # what the client does at each login
+    state.record_session_up()  # what the client does at each login: clears last_error
     clock.now += 60
     page = render_status_page([state], now=clock.now).decode()
     assert '<div class="error past"><strong>Last error</strong> (' in page

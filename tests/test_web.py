@@ -72,8 +72,8 @@ def feed_capture(state: ServerState) -> None:
     core_settings: list[Message] = [m for m in admin if m.get("AsteriskVersion") is not None]
     assert core_settings, "no CoreSettings response in 05-commands.admin.raw"
     state.apply_core_settings(core_settings[0])
-    state.set_up(True)
-    state.ping_rtt = 0.0025
+    state.record_session_up()
+    state.record_ping(0.0025)
     state.last_event_timestamp = time.time()
 
 
@@ -204,7 +204,7 @@ async def test_post_with_body_does_not_poison_keep_alive(server: WebServer) -> N
 
 
 async def test_landing_page(server: WebServer, states: list[ServerState]) -> None:
-    states[0].set_up(True)
+    states[0].record_session_up()
     status, headers, body = await fetch(server.port, "/")
     assert status == 200
     assert headers["content-type"].startswith("text/html")
@@ -230,14 +230,14 @@ async def test_ready_waits_for_every_server(server: WebServer, states: list[Serv
     status, _, body = await fetch(server.port, "/-/ready")
     assert status == 503
     assert b"pbx1" in body
-    states[0].set_up(True)
+    states[0].record_session_up()
     status, _, _ = await fetch(server.port, "/-/ready")
     assert status == 503
-    states[1].set_up(True)
+    states[1].record_session_up()
     status, _, _ = await fetch(server.port, "/-/ready")
     assert status == 200
     # Ready means "logged in once": a later disconnect does not make it unready again.
-    states[1].set_up(False)
+    states[1].record_session_down()
     status, _, _ = await fetch(server.port, "/-/ready")
     assert status == 200
 

@@ -103,17 +103,19 @@ class ActionResult:
 
 @dataclass(slots=True)
 class Received:
-    """What one :meth:`ClientSession.receive` call completed, each in wire order.
+    """What one :meth:`ClientSession.receive` call completed, each list in wire order.
 
-    ``counted`` holds the raw names of the events the consumer only counts (never parsed);
-    ``events`` the parsed events; ``results`` the actions answered in full. Every event of a
-    read is in ``counted`` or ``events`` before any result of that read is acted upon, as a
-    protocol callback that resolves futures would also see it.
+    ``names`` holds the raw name of every event received, parsed or not (most events feed
+    nothing but their count, and are never parsed); ``events`` the parsed ones, for the names
+    the consumer asked for; ``results`` the actions answered in full. List items of our own
+    actions are answers, not events: they are in their result only. ``messages`` counts every
+    message framed, answers included.
     """
 
-    counted: list[bytes] = field(default_factory=list)
+    names: list[bytes] = field(default_factory=list)
     events: list[Message] = field(default_factory=list)
     results: list[ActionResult] = field(default_factory=list)
+    messages: int = 0
     malformed: int = 0
     banner: str | None = None  # set by the read that completed the banner line
 
@@ -133,6 +135,7 @@ class ClientSession:
         "_ids",
         "_list_names",
         "_parse",
+        "_parse_all",
         "_parser",
         "_pending",
         "action_id_prefix",
@@ -144,15 +147,17 @@ class ClientSession:
     def __init__(
         self,
         *,
-        parse: Collection[str] = (),
+        parse: Collection[str] | None = (),
         action_id_prefix: str = "amiexp-",
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_list_items: int = DEFAULT_MAX_LIST_ITEMS,
     ) -> None:
-        """``parse``: the event names whose fields the consumer reads; others are counted."""
+        """``parse``: the event names whose fields the consumer reads (``None``: every event);
+        the others are only counted by name."""
         self._parser = AMIParser(max_message_size=max_message_size)
+        self._parse_all = parse is None
         # raw name -> decoded name, for the events parsed (lazily) rather than only counted
-        self._parse: dict[bytes, str] = {name.encode(): name for name in parse}
+        self._parse: dict[bytes, str] = {name.encode(): name for name in parse or ()}
         self._list_names: dict[bytes, str] = {}  # item names of list actions in flight
         self._pending: dict[str, _Pending] = {}
         self._ids = 0
@@ -222,9 +227,12 @@ class ClientSession:
     def _receive_blocks(self, blocks: list[bytes], out: Received) -> None:
         parse = self._parse
         list_names = self._list_names
-        counted = out.counted
+        names = out.names
+        events = out.events
+        out.messages = len(blocks)
         for block in blocks:
-            if block.startswith(b"Event: "):
+            raw: bytes | None = None
+            if block.startswith(b"Event: ") and not self._parse_all:
                 # Most events (Newexten, VarSet, Cdr...) feed nothing but their own count:
                 # look at the first line only and never parse the rest.
                 nl = block.find(b"\n")
@@ -236,7 +244,7 @@ class ClientSession:
                 if name is None and list_names:
                     name = list_names.get(raw)
                 if name is None:
-                    counted.append(raw)
+                    names.append(raw)
                     continue
                 msg = parse_event(name, block) if nl > 0 else parse_block(block)
             else:
@@ -245,7 +253,8 @@ class ClientSession:
                 self._parser.malformed += 1
             elif msg.kind == "event":
                 if not (self._pending and self._route_item(msg, out)):
-                    out.events.append(msg)
+                    names.append(raw or msg.name.encode("utf-8", "surrogateescape"))
+                    events.append(msg)
             elif msg.kind == "response":
                 self._route_response(msg, out)
 

@@ -44,7 +44,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, TextIO
 
-from ami_exporter.ami.protocol import AMIParser, Message, action, serialize
+from ami_exporter.ami.protocol import Message
+from ami_exporter.ami.session import (
+    BANNER_PREFIX,
+    ActionResult,
+    ClientSession,
+    failure_kind,
+    login_failure,
+)
 from ami_exporter.ami.values import local_timestamp, to_float
 from ami_exporter.client.tls import client_ssl_context
 from ami_exporter.config.errors import ConfigError
@@ -65,7 +72,6 @@ LOGIN_TIMEOUT_MIN: Final = 5.0
 EVENTS_WAIT: Final = 2.0
 LOGOFF_TIMEOUT: Final = 1.0
 READ_SIZE: Final = 65536
-BANNER_PREFIX: Final = "Asterisk Call Manager/"
 ACTION_ID_PREFIX: Final = "amicheck-"
 
 OK: Final = "[ OK ]"
@@ -115,74 +121,68 @@ class _Closed(Exception):
 
 
 class _Session:
-    """Sequential request/response over one AMI connection, recording the events seen."""
+    """Sequential request/response over one AMI connection, recording the events seen.
+
+    The protocol (ActionIDs, list answers, what is an event) is the sans-IO
+    :class:`~ami_exporter.ami.session.ClientSession`; this only moves bytes with deadlines.
+    """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
-        self.parser = AMIParser()
-        self.inbox: list[Message] = []
+        self.ami = ClientSession(parse=None, action_id_prefix=ACTION_ID_PREFIX)
         self.head = b""  # the first bytes received, to show what a non-AMI peer said
         self.events: list[tuple[float, Message]] = []
-        self._ids = 0
+        self._results: dict[str, ActionResult] = {}
 
-    async def _read(self, deadline: float) -> None:
+    async def read(self, deadline: float) -> None:
+        """Wait for the next bytes (until ``deadline``) and take in what they complete."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError
         data = await asyncio.wait_for(self.reader.read(READ_SIZE), remaining)
         if not data:
-            self.parser.feed_eof()
+            self.ami.receive_eof()
             raise _Closed
         if len(self.head) < 120:
             self.head += data[: 120 - len(self.head)]
-        self.inbox.extend(self.parser.feed(data))
+        got = self.ami.receive(data)
+        now = time.monotonic()
+        self.events.extend((now, msg) for msg in got.events)
+        for result in got.results:
+            self._results[result.action_id] = result
 
     async def banner(self, timeout: float) -> str:
         deadline = time.monotonic() + timeout
-        while self.parser.banner is None:
-            await self._read(deadline)
-        return self.parser.banner
-
-    async def next_message(self, deadline: float) -> Message:
-        """The next message; events that answer none of our actions are also recorded."""
-        while not self.inbox:
-            await self._read(deadline)
-        msg = self.inbox.pop(0)
-        if msg.kind == "event" and not (msg.get("ActionID") or "").startswith(ACTION_ID_PREFIX):
-            self.events.append((time.monotonic(), msg))
-        return msg
+        while self.ami.banner is None:
+            await self.read(deadline)
+        return self.ami.banner
 
     async def request(
-        self, name: str, timeout: float, complete_event: str | None = None, **fields: str
-    ) -> tuple[Message, list[Message], Message | None]:
-        """Send an action; return its response, its list items and the list's closing event."""
-        self._ids += 1
-        action_id = f"{ACTION_ID_PREFIX}{self._ids}"
-        self.writer.write(serialize(action(name, action_id, **fields)))
+        self,
+        name: str,
+        timeout: float,
+        complete_event: str | None = None,
+        list_items: tuple[str, ...] = (),
+        **fields: str,
+    ) -> ActionResult:
+        """Send an action; return its whole answer (response, list items, closing event)."""
+        action_id, data = self.ami.send(
+            name, complete_event=complete_event, list_items=list_items, **fields
+        )
+        self.writer.write(data)
         await self.writer.drain()
         deadline = time.monotonic() + timeout
-        response: Message | None = None
-        items: list[Message] = []
-        while True:
-            msg = await self.next_message(deadline)
-            if msg.get("ActionID") != action_id:
-                continue
-            if msg.kind == "response":
-                response = msg
-                if complete_event is None or not _is_success(msg):
-                    return response, items, None
-            elif msg.kind == "event" and response is not None:
-                if msg.name == complete_event:
-                    return response, items, msg
-                items.append(msg)
+        try:
+            while action_id not in self._results:
+                await self.read(deadline)
+        except TimeoutError:
+            self.ami.abandon(action_id)
+            raise
+        return self._results.pop(action_id)
 
     def close(self) -> None:
         self.writer.close()
-
-
-def _is_success(msg: Message) -> bool:
-    return (msg.get("Response") or "").strip().lower() == "success"
 
 
 def _printable(text: str, limit: int = 80) -> str:
@@ -378,7 +378,7 @@ async def _diagnose(
     login_timeout = max(cfg.connect_timeout, LOGIN_TIMEOUT_MIN)
     started = time.monotonic()
     try:
-        response, _, _ = await session.request(
+        login = await session.request(
             "Login", login_timeout, Username=cfg.username, Secret=cfg.secret, Events="on"
         )
     except TimeoutError:
@@ -397,10 +397,10 @@ async def _diagnose(
         )
         return
     logged_in_at = time.monotonic()
-    message = (response.get("Message") or "").strip()
-    if not _is_success(response):
-        lowered = message.lower()
-        if lowered == "authentication failed":
+    message = (login.response.get("Message") or "").strip()
+    failure = login_failure(login.response)
+    if failure is not None:
+        if failure == "auth":
             report.fail(
                 f"login as {cfg.username!r}: Authentication failed - wrong secret, unknown "
                 "user, or the user's permit/deny ACL excludes this host; Asterisk answers the "
@@ -410,7 +410,7 @@ async def _diagnose(
                 f"show user {cfg.username}' shows the permit/deny",
                 EXIT_LOGIN,
             )
-        elif "already in use" in lowered:
+        elif failure == "in_use":
             report.fail(
                 f"login as {cfg.username!r}: Login Already In Use - another session of this "
                 "user is logged in (a running exporter counts too) and the user has "
@@ -431,13 +431,15 @@ async def _diagnose(
     )
 
     # ---- the actions the exporter relies on
-    results: dict[str, tuple[Message, list[Message], Message | None]] = {}
+    results: dict[str, ActionResult] = {}
     action_timeout = max(cfg.connect_timeout, 2.0)
     for name in CORE_ACTIONS:
-        complete = "CoreShowChannelsComplete" if name == "CoreShowChannels" else None
+        listed = name == "CoreShowChannels"
+        complete = "CoreShowChannelsComplete" if listed else None
+        items = ("CoreShowChannel",) if listed else ()
         started = time.monotonic()
         try:
-            result = await session.request(name, action_timeout, complete)
+            result = await session.request(name, action_timeout, complete, items)
         except TimeoutError:
             report.fail(
                 f"action {name}: no answer within {action_timeout:g} s - Asterisk is "
@@ -453,20 +455,21 @@ async def _diagnose(
             )
             return
         elapsed = time.monotonic() - started
-        response = result[0]
-        if _is_success(response) or (response.get("Response") or "").lower() == "pong":
+        response = result.response
+        if result.ok or (response.get("Response") or "").lower() == "pong":
             results[name] = result
             report.add(OK, f"action {name}: allowed{_action_detail(name, result)} ({_ms(elapsed)})")
             continue
         message = (response.get("Message") or "(no message)").strip()
-        if message.lower() == "permission denied":
+        kind = failure_kind(response)
+        if kind == "permission":
             report.fail(
                 f"action {name}: Permission denied - the user lacks a write class for it: add "
                 f"'write = reporting' (or system) to [{cfg.username}] in manager.conf, then "
                 "'manager reload'",
                 EXIT_PERMISSION,
             )
-        elif message.lower().startswith("invalid/unknown command"):
+        elif kind == "unknown_action":
             report.fail(
                 f"action {name}: {_printable(message)} - this Asterisk does not provide it",
                 EXIT_PERMISSION,
@@ -478,7 +481,7 @@ async def _diagnose(
     deadline = logged_in_at + events_wait
     with contextlib.suppress(TimeoutError, _Closed):
         while not any(m.name == "FullyBooted" for _, m in session.events):
-            await session.next_message(deadline)
+            await session.read(deadline)
     booted = next((m for _, m in session.events if m.name == "FullyBooted"), None)
     classes = sorted(
         {
@@ -515,8 +518,8 @@ async def _diagnose(
         await session.request("Logoff", LOGOFF_TIMEOUT)
 
 
-def _action_detail(name: str, result: tuple[Message, list[Message], Message | None]) -> str:
-    response, items, complete = result
+def _action_detail(name: str, result: ActionResult) -> str:
+    response, items, complete = result.response, result.items, result.complete
     if name == "CoreSettings":
         version = response.get("AsteriskVersion") or "?"
         system = response.get("SystemName") or ""
@@ -529,14 +532,12 @@ def _action_detail(name: str, result: tuple[Message, list[Message], Message | No
     return ""
 
 
-def _summary(
-    results: dict[str, tuple[Message, list[Message], Message | None]], booted: Message | None
-) -> str:
+def _summary(results: dict[str, ActionResult], booted: Message | None) -> str:
     now = time.time()
     parts: list[str] = []
     channels = results.get("CoreShowChannels")
     if channels is not None:
-        _, items, complete = channels
+        items, complete = channels.items, channels.complete
         listed = complete.get("ListItems") if complete is not None else None
         count = int(listed) if listed is not None and listed.isdigit() else len(items)
         calls = len({m.get("Linkedid") or m.get("Uniqueid") or str(i) for i, m in enumerate(items)})
@@ -544,7 +545,7 @@ def _summary(
     else:
         parts.append("active channels unknown (CoreShowChannels not allowed)")
     status = results.get("CoreStatus")
-    status_msg = status[0] if status is not None else None
+    status_msg = status.response if status is not None else None
     uptime = to_float(booted.get("Uptime")) if booted is not None else None
     reload_age = to_float(booted.get("LastReload")) if booted is not None else None
     if uptime is None and status_msg is not None:

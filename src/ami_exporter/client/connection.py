@@ -23,11 +23,10 @@ import random
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from ami_exporter.ami.errors import AMIConnectionError, AMILoginError, AMISessionLost
-from ami_exporter.ami.protocol import AMIParser, Message, action, parse_block, parse_event, serialize
+from ami_exporter.ami.session import ActionResult, ClientSession, login_failure
 from ami_exporter.client import polls
 from ami_exporter.client.tls import client_ssl_context
 from ami_exporter.config.model import ServerConfig
@@ -47,11 +46,6 @@ BACKOFF_JITTER = 0.2
 # Asterisk answers a bad login after a deliberate 1 s sleep; leave room for that.
 LOGIN_TIMEOUT_MIN = 5.0
 LOGOFF_TIMEOUT = 1.0
-LIST_EVENT_NAMES = frozenset(
-    {b"CoreShowChannel", b"CoreShowChannelsComplete"}
-    | {name.encode() for name in polls.LIST_ITEM_NAMES}
-)
-_LIST_EVENT_STRS = frozenset(name.decode() for name in LIST_EVENT_NAMES)
 
 
 class Backoff:
@@ -72,119 +66,50 @@ class Backoff:
         self.failures = 0
 
 
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[tuple[Message, list[Message]]]
-    complete_event: str | None = None  # list actions end with this event
-    response: Message | None = None
-    items: list[Message] = field(default_factory=list)
-
-
 class _AMIProtocol(asyncio.Protocol):
-    """Feeds received bytes to the parser and the messages to the state, synchronously."""
+    """Moves received bytes through the sans-IO session into the state, synchronously."""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.parser = AMIParser()
+        self.session = ClientSession(parse=state.parsed_event_names)
         self.transport: asyncio.Transport | None = None
-        self.banner: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
-        self.pending: dict[str, _Pending] = {}
-        self._malformed_seen = 0
-        # List items of the actions we send are parsed too, so they can be routed.
-        self._parsed_names = {
-            raw: raw.decode() for raw in state.parsed_event_names | LIST_EVENT_NAMES
-        }
+        loop = asyncio.get_running_loop()
+        self.banner: asyncio.Future[str] = loop.create_future()
+        self.closed: asyncio.Future[Exception | None] = loop.create_future()
+        self.waiting: dict[str, asyncio.Future[ActionResult]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        parser = self.parser
-        blocks = parser.feed_frames(data)
-        if not self.banner.done() and parser.banner is not None:
-            self.banner.set_result(parser.banner)
+        got = self.session.receive(data)
         state = self.state
-        if parser.malformed != self._malformed_seen:
-            state.malformed += parser.malformed - self._malformed_seen
-            self._malformed_seen = parser.malformed
-        if not blocks:
-            return
-        state.last_event_timestamp = time.time()
-        parsed_names = self._parsed_names
-        raw_counts = state.raw_event_counts
-        for block in blocks:
-            # Most events (Newexten, VarSet, Cdr, DeviceStateChange...) feed nothing but
-            # their own count: look at the first line only and skip parsing the rest.
-            if block.startswith(b"Event: "):
-                nl = block.find(b"\n")
-                if nl < 0:
-                    name = block[7:]
-                else:
-                    name = block[7 : nl - 1] if block[nl - 1] == 13 else block[7:nl]
-                if name not in parsed_names:
-                    if name in raw_counts:
-                        raw_counts[name] += 1
-                    else:
-                        state.count_event(name)  # first sighting: bounded insert
-                    continue
-                if nl > 0:
-                    # The handlers read a few fields each: look them up in the raw block.
-                    msg: Message | None = parse_event(parsed_names[name], block)
-                else:
-                    msg = parse_block(block)
-            else:
-                msg = parse_block(block)
-            if msg is None:
-                state.malformed += 1
-            elif msg.kind == "event":
-                state.handle_event(msg)
-                if self.pending:
-                    self._route_list_item(msg)
-            elif msg.kind == "response":
-                self._route_response(msg)
-
-    def _route_response(self, msg: Message) -> None:
-        action_id = msg.get("ActionID")
-        entry = self.pending.get(action_id) if action_id else None
-        if entry is None or action_id is None:
-            return
-        if entry.complete_event is None or (msg.get("Response") or "") != "Success":
-            del self.pending[action_id]
-            if not entry.future.done():
-                entry.future.set_result((msg, []))
-        else:
-            entry.response = msg
-
-    def _route_list_item(self, msg: Message) -> None:
-        if msg.name not in _LIST_EVENT_STRS:
-            return  # broadcast events carry no ActionID of ours; don't even look it up
-        action_id = msg.get("ActionID")
-        if not action_id:
-            return
-        entry = self.pending.get(action_id)
-        if entry is None or entry.complete_event is None or entry.response is None:
-            return
-        if msg.name == entry.complete_event:
-            del self.pending[action_id]
-            if not entry.future.done():
-                entry.future.set_result((entry.response, entry.items))
-        else:
-            entry.items.append(msg)
+        if got.banner is not None and not self.banner.done():
+            self.banner.set_result(got.banner)
+        if got.malformed:
+            state.record_malformed(got.malformed)
+        if got.messages:
+            state.record_received()
+        if got.names:
+            state.record_events(got.names, got.events)
+        for result in got.results:
+            future = self.waiting.pop(result.action_id, None)
+            if future is not None and not future.done():
+                future.set_result(result)
 
     def eof_received(self) -> bool:
         return False  # let the transport close
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.parser.feed_eof()  # a trailing partial message is dropped, never half-applied
+        self.session.receive_eof()  # a trailing partial message is dropped, never half-applied
         if not self.closed.done():
             self.closed.set_result(exc)
         error = AMISessionLost("eof", "connection closed")
-        for entry in self.pending.values():
-            if not entry.future.done():
-                entry.future.set_exception(error)
-        self.pending.clear()
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        self.waiting.clear()
 
 
 class AMIClient:
@@ -230,7 +155,7 @@ class AMIClient:
             except Exception:
                 # A bug must cost one session, never the server's monitoring for good.
                 self._log.exception("unexpected error in the AMI session; reconnecting")
-                self.state.set_up(False)
+                self.state.record_session_down()
                 self._close()
                 delay = self._backoff.next_delay()
             if self._stopping:
@@ -261,14 +186,12 @@ class AMIClient:
             await self._connect()
             await self._login()
         except AMIConnectionError as exc:
-            state.connection_errors[exc.reason] = state.connection_errors.get(exc.reason, 0) + 1
-            state.last_error = f"connection {exc.reason}: {exc}"
+            state.record_connect_error(exc.reason, str(exc))
             self._log.warning("cannot connect to %s: %s", self.config.address, exc)
             self._close()
             return self._backoff.next_delay()
         except AMILoginError as exc:
-            state.login_failures[exc.reason] = state.login_failures.get(exc.reason, 0) + 1
-            state.last_error = f"login {exc.reason}: {exc}"
+            state.record_login_failure(exc.reason, str(exc))
             self._log.warning("login as %r failed: %s", self.config.username, exc)
             self._close()
             if exc.reason == "auth":
@@ -277,18 +200,16 @@ class AMIClient:
 
         self._backoff.reset()
         self._auth_backoff.reset()
-        state.set_up(True)
-        state.last_error = ""
+        state.record_session_up()
         self._log.info("logged in to %s", self.config.address)
         try:
             reason, detail = await self._serve()
         finally:
-            state.set_up(False)
+            state.record_session_down()
             self._close()
         if self._stopping:
             return 0.0  # our own Logoff: not a disconnect worth counting
-        state.disconnects[reason] = state.disconnects.get(reason, 0) + 1
-        state.last_error = f"disconnected ({reason}): {detail}"
+        state.record_disconnect(reason, detail)
         self._log.warning("AMI session lost (%s): %s", reason, detail)
         return self._backoff.next_delay()
 
@@ -296,7 +217,7 @@ class AMIClient:
 
     async def _connect(self) -> None:
         cfg = self.config
-        self.state.connection_attempts += 1
+        self.state.record_connect_attempt()
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await asyncio.wait_for(
@@ -349,19 +270,19 @@ class AMIClient:
         cfg = self.config
         timeout = max(cfg.connect_timeout, LOGIN_TIMEOUT_MIN)
         try:
-            response, _ = await self._request(
+            result = await self._request(
                 "Login", timeout=timeout, Username=cfg.username, Secret=cfg.secret, Events="on"
             )
         except TimeoutError:
             raise AMILoginError("timeout", f"no answer to Login within {timeout:g} s") from None
         except AMISessionLost:
             raise AMILoginError("error", "connection closed during Login") from None
-        if (response.get("Response") or "").lower() != "success":
-            message = response.get("Message") or "(no message)"
-            reason = "auth" if message.strip().lower() == "authentication failed" else "error"
-            if reason == "auth":
+        failure = login_failure(result.response)
+        if failure is not None:
+            message = result.response.get("Message") or "(no message)"
+            if failure == "auth":
                 message += " (wrong username or secret, or the user's permit/deny ACL)"
-            raise AMILoginError(reason, message)
+            raise AMILoginError("auth" if failure == "auth" else "error", message)
 
     # ------------------------------------------------------------------ logged in
 
@@ -425,35 +346,36 @@ class AMIClient:
     async def _sync_core(self) -> None:
         timeout = self.config.ping_interval
         try:
-            settings, _ = await self._request("CoreSettings", timeout=timeout)
-            if settings.get("Response") == "Success":
-                self.state.apply_core_settings(settings)
-            status, _ = await self._request("CoreStatus", timeout=timeout)
-            if status.get("Response") == "Success":
-                self.state.apply_core_status(status)
-            else:
-                self._log.warning("CoreStatus refused: %s (grant write=system or reporting)",
-                                  status.get("Message"))  # fmt: skip
+            settings = await self._request("CoreSettings", timeout=timeout)
+            if settings.ok:
+                self.state.apply_core_settings(settings.response)
+            status = await self._request("CoreStatus", timeout=timeout)
         except TimeoutError:
             raise AMISessionLost("ping_timeout", "no answer to CoreSettings/CoreStatus") from None
+        if status.ok:
+            self.state.apply_core_status(status.response)
+        else:
+            why = status.response.get("Message")
+            self._log.warning("CoreStatus refused: %s (grant write=system or reporting)", why)
 
     async def _resync(self) -> None:
         state = self.state
         state.resync_begin()
         try:
-            response, items = await self._request(
+            result = await self._request(
                 "CoreShowChannels",
                 timeout=max(self.config.ping_interval, 30.0),
                 complete_event="CoreShowChannelsComplete",
+                list_items=("CoreShowChannel",),
             )
         except TimeoutError:
             raise AMISessionLost("ping_timeout", "no answer to CoreShowChannels") from None
-        if (response.get("Response") or "").lower() != "success":
-            self._log.warning("CoreShowChannels refused: %s (grant write=system or reporting)",
-                              response.get("Message"))  # fmt: skip
+        if not result.ok:
+            why = result.response.get("Message")
+            self._log.warning("CoreShowChannels refused: %s (grant write=system or reporting)", why)
             state.resync_complete_aborted()
             return
-        added, removed = state.resync_complete(items)
+        added, removed = state.resync_complete(result.items)
         if added or removed:
             self._log.info("resync: %d channels added, %d removed", added, removed)
 
@@ -466,26 +388,40 @@ class AMIClient:
                 await self._request("Ping", timeout=interval)
             except TimeoutError:
                 raise AMISessionLost("ping_timeout", f"no Pong within {interval:g} s") from None
-            self.state.ping_rtt = time.monotonic() - start
+            self.state.record_ping(time.monotonic() - start)
 
     # ------------------------------------------------------------------ plumbing
 
     async def _request(
-        self, name: str, *, timeout: float, complete_event: str | None = None, **fields: str
-    ) -> tuple[Message, list[Message]]:
+        self,
+        name: str,
+        *,
+        timeout: float,
+        complete_event: str | None = None,
+        list_items: tuple[str, ...] = (),
+        **fields: str,
+    ) -> ActionResult:
         protocol = self._protocol
         if protocol is None or protocol.transport is None or protocol.closed.done():
             raise AMISessionLost("eof", "not connected")
-        action_id = f"amiexp-{next(self._ids)}"
-        future: asyncio.Future[tuple[Message, list[Message]]] = (
-            asyncio.get_running_loop().create_future()
+        session = protocol.session
+        action_id, data = session.send(
+            name, complete_event=complete_event, list_items=list_items, **fields
         )
-        protocol.pending[action_id] = _Pending(future, complete_event)
-        protocol.transport.write(serialize(action(name, action_id, **fields)))
+        future: asyncio.Future[ActionResult] = asyncio.get_running_loop().create_future()
+        protocol.waiting[action_id] = future
+        protocol.transport.write(data)
         try:
             return await asyncio.wait_for(future, timeout)
         finally:
-            protocol.pending.pop(action_id, None)
+            if protocol.waiting.pop(action_id, None) is not None:
+                session.abandon(action_id)  # timed out or cancelled: late answers drop
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes the session holds while waiting for the end of a message."""
+        protocol = self._protocol
+        return protocol.session.buffered if protocol is not None else 0
 
     def _close(self) -> None:
         protocol = self._protocol

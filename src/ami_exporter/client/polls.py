@@ -15,33 +15,35 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 from ami_exporter.ami.protocol import Message
+from ami_exporter.ami.session import ActionResult, failure_kind
 from ami_exporter.state.server import ServerState
 
 log = logging.getLogger("ami_exporter.polls")
 
-Request = Callable[..., Awaitable[tuple[Message, list[Message]]]]
+Request = Callable[..., Awaitable[ActionResult]]
 
-# (action, the event that completes its list, what to do with the items)
+# (action, the event that completes its list, its item events, what to do with the items)
 PEER_POLLS: Final = (
-    ("SIPpeers", "PeerlistComplete", "peer_list"),
-    ("IAXpeerlist", "PeerlistComplete", "peer_list"),
-    ("PJSIPShowContacts", "ContactListComplete", "contact_list"),
-    ("SIPshowregistry", "RegistrationsComplete", "registry_list"),
-    ("PJSIPShowRegistrationsOutbound", "OutboundRegistrationDetailComplete", "outbound"),
+    ("SIPpeers", "PeerlistComplete", ("PeerEntry",), "peer_list"),
+    ("IAXpeerlist", "PeerlistComplete", ("PeerEntry",), "peer_list"),
+    ("PJSIPShowContacts", "ContactListComplete", ("ContactList",), "contact_list"),
+    ("SIPshowregistry", "RegistrationsComplete", ("RegistryEntry",), "registry_list"),
+    (
+        "PJSIPShowRegistrationsOutbound",
+        "OutboundRegistrationDetailComplete",
+        ("OutboundRegistrationDetail",),
+        "outbound",
+    ),
 )
 QUEUE_POLLS: Final = (
-    ("QueueStatus", "QueueStatusComplete", "queue_status"),
-    ("QueueSummary", "QueueSummaryComplete", "queue_summary"),
+    (
+        "QueueStatus",
+        "QueueStatusComplete",
+        ("QueueParams", "QueueMember", "QueueEntry"),
+        "queue_status",
+    ),
+    ("QueueSummary", "QueueSummaryComplete", ("QueueSummary",), "queue_summary"),
 )
-# Every list item these polls produce: the client must parse and route them.
-LIST_ITEM_NAMES: Final = frozenset(
-    {
-        "PeerEntry", "PeerlistComplete", "RegistryEntry", "RegistrationsComplete",
-        "ContactList", "ContactListComplete", "OutboundRegistrationDetail",
-        "OutboundRegistrationDetailComplete", "QueueParams", "QueueMember", "QueueEntry",
-        "QueueStatusComplete", "QueueSummary", "QueueSummaryComplete",
-    }
-)  # fmt: skip
 
 _logged_absent: set[tuple[str, str]] = set()  # (server, action) already logged at info
 
@@ -76,30 +78,28 @@ async def poll_optional(
     that times out is skipped this round only; it never ends the session (Ping does that).
     """
     polls = PEER_POLLS + QUEUE_POLLS if queues else PEER_POLLS
-    for action, complete, kind in polls:
+    for action, complete, items, kind in polls:
         if action in skip:
             continue
         try:
-            response, items = await request(action, timeout=timeout, complete_event=complete)
+            result = await request(
+                action, timeout=timeout, complete_event=complete, list_items=items
+            )
         except TimeoutError:
             logger.warning("%s: no complete answer within %g s; skipped", action, timeout)
             continue
-        if (response.get("Response") or "").lower() == "success":
-            _apply(state, kind, items)
+        if result.ok:
+            _apply(state, kind, result.items)
             continue
-        message = (response.get("Message") or "").strip()
-        lower = message.lower()
-        if lower.startswith("no ") and "found" in lower:
+        failure = failure_kind(result.response)
+        if failure == "empty_list":
             # "No Contacts found" (res_pjsip): an empty list, answered as an error.
             _apply(state, kind, [])
             continue
-        if lower.startswith("invalid/unknown command"):
-            why = "module not loaded"
-        elif lower.startswith("permission denied"):
-            why = "permission denied"
-        else:
-            logger.debug("%s failed: %s", action, message or "error")
+        if failure == "other":
+            logger.debug("%s failed: %s", action, result.response.get("Message") or "error")
             continue
+        why = "module not loaded" if failure == "unknown_action" else "permission denied"
         skip.add(action)
         key = (state.name, action)
         if key in _logged_absent:

@@ -132,7 +132,7 @@ class ServerState:
         # for the status page (the client clears last_error at each login).
         self.last_problem = ""
         self.last_problem_timestamp: float | None = None
-        self.last_error = ""  # human-readable, for the landing page and logs; never a secret
+        self._last_error = ""  # human-readable, for the landing page and logs; never a secret
         self.state_since = clock()
 
         # Asterisk identity and lifecycle.
@@ -146,10 +146,9 @@ class ServerState:
         self._uptime_known = False
         self._corestatus_startup: str | None = None
 
-        # Event-derived counters. Events are counted by their raw name (str when parsed, bytes
-        # when only the first line was looked at) and folded into labels at scrape time.
-        self._event_counts: dict[str, int] = {}
-        self.raw_event_counts: dict[bytes, int] = {}  # the client increments known names
+        # Event-derived counters. Events are counted by their raw name as it came off the
+        # wire (most are never decoded) and folded into labels at scrape time.
+        self.event_counts: dict[bytes, int] = {}
         self.channels_created: dict[str, int] = {}
         self.hangups: dict[tuple[str, str, str], int] = {}
         self.originates: dict[tuple[str, str], int] = dict.fromkeys(ORIGINATE_LABELS, 0)
@@ -212,42 +211,46 @@ class ServerState:
     # ------------------------------------------------------------------ events
 
     @property
-    def parsed_event_names(self) -> frozenset[bytes]:
+    def parsed_event_names(self) -> frozenset[str]:
         """Events whose fields feed a metric; any other event only needs its name counted."""
-        return frozenset(name.encode() for name in self._handlers)
+        return frozenset(self._handlers)
 
     def handle_event(self, msg: Message) -> None:
-        """Account one ``Event:`` message. Never raises on missing or odd fields."""
-        name = msg.name
-        counts = self._event_counts
-        if name in counts:
-            counts[name] += 1
-        elif len(counts) < MAX_DISTINCT_EVENT_NAMES:
-            counts[name] = 1
-        else:
-            counts[labels.OTHER] = counts.get(labels.OTHER, 0) + 1
-        handler = self._handlers.get(name)
+        """Count and apply one parsed ``Event:`` message. Never raises on odd fields."""
+        self.count_events((msg.name.encode("utf-8", "surrogateescape"),))
+        self._apply(msg)
+
+    def record_events(self, names: Iterable[bytes], events: Iterable[Message]) -> None:
+        """What one read brought: every event's raw name, and the parsed ones to apply.
+
+        The client's path: ``names`` holds the names of all events received (the parsed
+        ones too), so each event is counted once whether or not it was parsed.
+        """
+        self.count_events(names)
+        for msg in events:
+            self._apply(msg)
+
+    def _apply(self, msg: Message) -> None:
+        handler = self._handlers.get(msg.name)
         if handler is not None:
             handler(msg)
 
-    def count_event(self, raw_name: bytes) -> None:
-        """Count an event that feeds no metric but its own count, from its raw name."""
-        counts = self.raw_event_counts
-        if raw_name in counts:
-            counts[raw_name] += 1
-        elif len(counts) < MAX_DISTINCT_EVENT_NAMES:
-            counts[raw_name] = 1
-        else:
-            counts[b"other"] = counts.get(b"other", 0) + 1
+    def count_events(self, names: Iterable[bytes]) -> None:
+        """Count events by raw name; at most MAX_DISTINCT_EVENT_NAMES names, then ``other``."""
+        counts = self.event_counts
+        for raw in names:
+            if raw in counts:
+                counts[raw] += 1
+            elif len(counts) < MAX_DISTINCT_EVENT_NAMES:
+                counts[raw] = 1
+            else:
+                counts[b"other"] = counts.get(b"other", 0) + 1
 
     @property
     def events(self) -> dict[str, int]:
         """Events received by label (``asterisk_ami_events_total``)."""
         out: dict[str, int] = {}
-        for name, n in list(self._event_counts.items()):
-            label = labels.event_name(name)
-            out[label] = out.get(label, 0) + n
-        for raw, n in list(self.raw_event_counts.items()):
+        for raw, n in list(self.event_counts.items()):
             label = labels.event_name(raw.decode("utf-8", "replace").strip())
             out[label] = out.get(label, 0) + n
         return out
@@ -552,20 +555,55 @@ class ServerState:
         self.resync_removed += len(expired)
 
     # ------------------------------------------------------------------ connection health
+    # The client reports what happened to its session through these; it writes no field.
 
     @property
     def last_error(self) -> str:
         """Human-readable current error (empty while healthy); for the status page and logs."""
         return self._last_error
 
-    @last_error.setter
-    def last_error(self, text: str) -> None:
+    def _set_error(self, text: str) -> None:
         self._last_error = text
         if text:
             self.last_problem = text
             self.last_problem_timestamp = self._clock()
 
-    def set_up(self, up: bool) -> None:
+    def record_connect_attempt(self) -> None:
+        self.connection_attempts += 1
+
+    def record_connect_error(self, reason: str, detail: str) -> None:
+        """Reaching the AMI port failed (``reason`` is the metric label)."""
+        self.connection_errors[reason] = self.connection_errors.get(reason, 0) + 1
+        self._set_error(f"connection {reason}: {detail}")
+
+    def record_login_failure(self, reason: str, detail: str) -> None:
+        self.login_failures[reason] = self.login_failures.get(reason, 0) + 1
+        self._set_error(f"login {reason}: {detail}")
+
+    def record_session_up(self) -> None:
+        """Logged in: the session is up and the last error is cleared."""
+        self._set_up(True)
+        self._set_error("")
+
+    def record_session_down(self) -> None:
+        self._set_up(False)
+
+    def record_disconnect(self, reason: str, detail: str) -> None:
+        """A logged-in session ended (not by our own Logoff)."""
+        self.disconnects[reason] = self.disconnects.get(reason, 0) + 1
+        self._set_error(f"disconnected ({reason}): {detail}")
+
+    def record_ping(self, rtt: float) -> None:
+        self.ping_rtt = rtt
+
+    def record_malformed(self, count: int) -> None:
+        self.malformed += count
+
+    def record_received(self) -> None:
+        """Messages arrived (any kind, Ping answers included): the last-message timestamp."""
+        self.last_event_timestamp = self._clock()
+
+    def _set_up(self, up: bool) -> None:
         if up != self.up:
             self.state_since = self._clock()
         self.up = up
