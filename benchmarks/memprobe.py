@@ -98,10 +98,7 @@ async def _rss_async(channels: int, calls: int) -> dict[str, Any]:
 
         def complete() -> bool:
             events = state.events
-            return (
-                sum(events.get(n, 0) for n in names) >= target
-                and events.get("CoreShowChannelsComplete", 0) >= 1
-            )
+            return sum(events.get(n, 0) for n in names) >= target and state.resyncs_completed >= 1
 
         ok = await wait_until(complete, 120.0, 0.01)
         sizes = []

@@ -231,8 +231,7 @@ async def _scenario3_async(blaster: Blaster, sizes: Sizes) -> dict[str, Any]:
     try:
         await wait_until(
             lambda: (
-                stream_events_received(state, names) >= prefill
-                and state.events.get("CoreShowChannelsComplete", 0) >= 1
+                stream_events_received(state, names) >= prefill and state.resyncs_completed >= 1
             ),
             30.0,
         )

@@ -485,10 +485,11 @@ def test_line_without_colon_is_malformed_next_one_fine() -> None:
     messages, parser = parse(data)
     assert parser.malformed == 1
     assert [m.name for m in messages] == ["FullyBooted"]
-    # Same for a line starting with a colon (empty key).
+    # A line starting with a colon is a header with an empty key, not a malformed message.
     messages, parser = parse(b"Event: A\r\n: no key\r\n\r\n" + NEXT)
-    assert parser.malformed == 1
-    assert [m.name for m in messages] == ["FullyBooted"]
+    assert parser.malformed == 0
+    assert [m.name for m in messages] == ["A", "FullyBooted"]
+    assert messages[0].headers == [("Event", "A"), ("", "no key")]
 
 
 @pytest.mark.parametrize(

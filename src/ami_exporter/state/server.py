@@ -157,6 +157,7 @@ class ServerState:
         self.security: dict[tuple[str, str], int] = {}
         self.resync_removed = 0
         self.resync_added = 0
+        self.resyncs_completed = 0  # CoreShowChannels snapshots applied
 
         # Live channels and their aggregates (kept in step by _add/_remove/_set_state).
         self.channels: dict[str, Channel] = {}
@@ -227,8 +228,11 @@ class ServerState:
         ones too), so each event is counted once whether or not it was parsed.
         """
         self.count_events(names)
+        handlers = self._handlers
         for msg in events:
-            self._apply(msg)
+            handler = handlers.get(msg.name)
+            if handler is not None:
+                handler(msg)
 
     def _apply(self, msg: Message) -> None:
         handler = self._handlers.get(msg.name)
@@ -535,6 +539,7 @@ class ServerState:
             self._add(uid, Channel(tech, state, call, None))
             added += 1
         self.resync_added += added
+        self.resyncs_completed += 1
         self.resync_complete_aborted()
         return added, removed
 
