@@ -341,19 +341,10 @@ class AMIParser:
             data = data.replace(b"\r\n", b"\n")
         buf = self._buf + data if self._buf else data
         if self._expect_banner:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                self._buf = self._guard_partial(buf)
+            after_banner = self._take_banner_lf(buf)
+            if after_banner is None:
                 return []
-            if nl > self.max_message_size:
-                # Judged as if it had come in pieces: skipped up to the next blank line, whose
-                # search starts at the banner's own line end.
-                self._oversized_banner()
-                buf = buf[nl:]
-            else:
-                self.banner = buf[:nl].decode("utf-8", "surrogateescape")
-                self._expect_banner = False
-                buf = buf[nl + 1 :]
+            buf = after_banner
         if self._discarding or _FOLLOWS in buf:
             # Rare: recovering from an oversized message, or a `Response: Follows` block
             # (Asterisk <= 13 Command output) whose body may hold blank lines.
@@ -388,6 +379,21 @@ class AMIParser:
             rest = rest[-_TERMINATOR_SLACK:]
         self._buf = rest
         return parts
+
+    def _take_banner_lf(self, buf: bytes) -> bytes | None:
+        """Take the banner line off ``buf``; the rest, or None while it is incomplete."""
+        nl = buf.find(b"\n")
+        if nl < 0:
+            self._buf = self._guard_partial(buf)
+            return None
+        if nl > self.max_message_size:
+            # Judged as if it had come in pieces: skipped up to the next blank line, whose
+            # search starts at the banner's own line end.
+            self._oversized_banner()
+            return buf[nl:]
+        self.banner = buf[:nl].decode("utf-8", "surrogateescape")
+        self._expect_banner = False
+        return buf[nl + 1 :]
 
     def _frames_careful(self, buf: bytes) -> list[bytes]:
         out: list[bytes] = []
