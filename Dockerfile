@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # ami-exporter: Prometheus exporter for the Asterisk Manager Interface.
-#   docker build -t ami-exporter .
+#   docker build -t ami-exporter \
+#     --build-arg VERSION="$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')" .
 #   docker run -p 9815:9815 ami-exporter --web.listen-address=:9815 ...
 
 # ---- builder: build wheels for the project and its dependencies ----------------------------
@@ -24,7 +25,8 @@ RUN pip wheel --no-cache-dir --no-build-isolation --wheel-dir /wheels .
 # ---- runtime: only the wheels, no compiler, no source tree ----------------------------------
 FROM python:3.11-slim
 
-ARG VERSION=0.1.0
+# The image label only; the version itself is written once, in pyproject.toml.
+ARG VERSION=unset
 LABEL org.opencontainers.image.title="ami-exporter" \
       org.opencontainers.image.description="Prometheus exporter for the Asterisk Manager Interface (AMI): channels, calls, originates, hangup causes and AMI health" \
       org.opencontainers.image.version="${VERSION}" \
