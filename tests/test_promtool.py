@@ -162,7 +162,7 @@ def test_every_metric_family_passes_promtool() -> None:
     state.apply_core_settings(settings[0])
     state.record_session_up()
     state.record_ping(0.001)
-    state.last_event_timestamp = time.time()
+    state.record_received()
     registry = build_registry([state, ServerState("other")])
     promtool_check(generate_latest(registry))
     families = {f.name for f in om_families(om_generate_latest(registry).decode())}

@@ -6,21 +6,31 @@ sent), and, for every capture, from an independent count over the raw bytes.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 
 import pytest
 from conftest import FIXTURES, read_capture
+from prometheus_client import generate_latest
 
 from ami_exporter.ami.protocol import AMIParser, Message
+from ami_exporter.metrics.collector import build_registry
+from ami_exporter.state import peers
+from ami_exporter.state.channels import Histogram
 from ami_exporter.state.server import ServerState
 
 
 class FakeClock:
+    """Wall and monotonic time in one, moved by hand."""
+
     def __init__(self) -> None:
         self.now = 1_000.0
 
-    def __call__(self) -> float:
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
         return self.now
 
 
@@ -170,8 +180,9 @@ def _event(name: str, **fields: str) -> Message:
 
 
 def _newchannel(uid: str, linkedid: str | None = None, chan: str = "PJSIP/100-0001") -> Message:
-    return _event("Newchannel", Channel=chan, ChannelStateDesc="Ring", Uniqueid=uid,
-                  Linkedid=linkedid or uid)  # fmt: skip
+    return _event(
+        "Newchannel", Channel=chan, ChannelStateDesc="Ring", Uniqueid=uid, Linkedid=linkedid or uid
+    )
 
 
 def test_restart_detected_from_uptime_clears_channels() -> None:
@@ -193,8 +204,11 @@ def test_restart_detected_from_uptime_clears_channels() -> None:
 
 def test_restart_detected_from_corestatus() -> None:
     state = ServerState("test")
-    headers = [("Response", "Success"), ("CoreStartupDate", "2026-11-27"),
-               ("CoreStartupTime", "09:26:28")]  # fmt: skip
+    headers = [
+        ("Response", "Success"),
+        ("CoreStartupDate", "2026-11-27"),
+        ("CoreStartupTime", "09:26:28"),
+    ]
     status = Message("response", "Success", headers)
     state.apply_core_status(status)
     state.handle_event(_newchannel("1.1"))
@@ -215,34 +229,46 @@ def test_shutdown_clears_channels() -> None:
 
 def test_resync_adds_untracked_and_removes_ghosts_after_grace() -> None:
     mono = FakeClock()
-    state = ServerState("test", monotonic=mono, resync_grace=2.0)
+    state = ServerState("test", clock=mono, resync_grace=2.0)
     state.handle_event(_newchannel("1.1"))
     state.handle_event(_newchannel("1.2"))
     state.resync_begin()
-    snapshot = [_event("CoreShowChannel", Channel="SIP/trunk-1", ChannelStateDesc="Up",
-                       Uniqueid="1.2", Linkedid="1.2"),
-                _event("CoreShowChannel", Channel="SIP/trunk-2", ChannelStateDesc="Up",
-                       Uniqueid="1.3", Linkedid="1.3")]  # fmt: skip
+    snapshot = [
+        _event(
+            "CoreShowChannel",
+            Channel="SIP/trunk-1",
+            ChannelStateDesc="Up",
+            Uniqueid="1.2",
+            Linkedid="1.2",
+        ),
+        _event(
+            "CoreShowChannel",
+            Channel="SIP/trunk-2",
+            ChannelStateDesc="Up",
+            Uniqueid="1.3",
+            Linkedid="1.3",
+        ),
+    ]
     added, removed = state.resync_complete(snapshot)
     assert (added, removed) == (1, 1)
     assert set(state.channels) == {"1.2", "1.3"}
-    state.settle()
+    state.tick()
     assert state.resync_removed == 0  # still in its grace period
     mono.now += 3
-    state.settle()
+    state.tick()
     assert state.resync_removed == 1
     assert state.resync_added == 1
 
 
 def test_late_hangup_within_grace_is_not_a_ghost() -> None:
     mono = FakeClock()
-    state = ServerState("test", monotonic=mono, resync_grace=2.0)
+    state = ServerState("test", clock=mono, resync_grace=2.0)
     state.handle_event(_newchannel("1.1"))
     state.resync_begin()
     state.resync_complete([])
     state.handle_event(_event("Hangup", Channel="PJSIP/100-0001", Uniqueid="1.1", Cause="16"))
     mono.now += 5
-    state.settle()
+    state.tick()
     assert state.resync_removed == 0
     assert state.hangups == {("PJSIP", "16", "NORMAL_CLEARING"): 1}
 
@@ -254,8 +280,9 @@ def test_resync_keeps_channels_newer_than_the_snapshot_and_skips_hung_up_ones() 
     # Between the request and the list's end: a new channel, and a Hangup of a listed one.
     state.handle_event(_newchannel("1.5"))
     state.handle_event(_event("Hangup", Channel="PJSIP/100-0001", Uniqueid="1.1", Cause="16"))
-    listed = _event("CoreShowChannel", Channel="PJSIP/100-0001", ChannelStateDesc="Up",
-                    Uniqueid="1.1")  # fmt: skip
+    listed = _event(
+        "CoreShowChannel", Channel="PJSIP/100-0001", ChannelStateDesc="Up", Uniqueid="1.1"
+    )
     assert state.resync_complete([listed]) == (0, 0)
     assert set(state.channels) == {"1.5"}
 
@@ -293,3 +320,156 @@ def test_cdr_before_newchannel_does_not_confuse_the_tracker() -> None:
     state = replay("03-originate-720.exporter.raw")
     assert state.channels == {}
     assert re.fullmatch(r"\d+", next(iter(state.hangups))[1])
+
+
+def test_resync_removed_is_a_pure_read_and_never_goes_back() -> None:
+    mono = FakeClock()
+    state = ServerState("test", clock=mono, resync_grace=2.0)
+    state.handle_event(_newchannel("1.1"))
+    state.resync_begin()
+    state.resync_complete([])
+    mono.now += 3
+    assert state.resync_removed == 1  # past its grace: counted without any tick
+    assert state.resync_removed == 1  # reading again changes nothing
+    # A Hangup after the grace: the ghost was already counted, and a counter never goes back.
+    state.handle_event(_event("Hangup", Channel="PJSIP/100-0001", Uniqueid="1.1", Cause="16"))
+    assert state.resync_removed == 1
+    state.tick()
+    assert state.resync_removed == 1
+
+
+def test_a_channel_listed_again_within_the_grace_is_no_ghost() -> None:
+    mono = FakeClock()
+    state = ServerState("test", clock=mono, resync_grace=2.0)
+    state.handle_event(_newchannel("1.1"))
+    state.resync_begin()
+    state.resync_complete([])
+    listed = _event(
+        "CoreShowChannel", Channel="PJSIP/100-0001", ChannelStateDesc="Up", Uniqueid="1.1"
+    )
+    state.resync_begin()
+    assert state.resync_complete([listed]) == (1, 0)
+    mono.now += 5
+    assert state.resync_removed == 0
+    assert set(state.channels) == {"1.1"}
+
+
+def _snapshot(state: ServerState) -> dict[str, object]:
+    """Every data attribute of every part (not the clock, handlers or links between parts)."""
+    parts = {
+        "health": state.health,
+        "core": state.core,
+        "peers": state.peers,
+        "tracker": state.tracker,
+        "queues": state.queues,
+        "vicidial": state.vicidial,
+        "security": state.security_events,
+    }
+    out: dict[str, object] = {"event_counts": dict(state.event_counts)}
+    for name, part in parts.items():
+        for key, value in vars(part).items():
+            if not callable(value) and key != "_vicidial":
+                out[f"{name}.{key}"] = copy.deepcopy(value)
+    return out
+
+
+def test_a_scrape_writes_no_state() -> None:
+    mono = FakeClock()
+    state = replay("03-originate-800.exporter.raw", ServerState("test", clock=mono))
+    state.configure(vicidial=True)
+    state.handle_event(_newchannel("1.1"))
+    state.resync_begin()
+    state.resync_complete([])  # 1.1 pending as a possible ghost
+    mono.now += 10  # its grace ran out: only a tick or a later resync may settle it
+    state.record_session_up()
+    before = _snapshot(state)
+    text = generate_latest(build_registry([state])).decode()
+    assert 'asterisk_ami_resync_channels_removed_total{server="test"} 1.0' in text
+    assert _snapshot(state) == before
+
+
+def test_new_counters_are_exported_from_the_start() -> None:
+    text = generate_latest(build_registry([ServerState("x")])).decode()
+    assert 'asterisk_restarts_total{server="x"} 0.0' in text
+    assert 'asterisk_peers_dropped_total{server="x"} 0.0' in text
+    assert "# TYPE asterisk_restarts_total counter" in text
+    assert "# HELP asterisk_restarts_total Asterisk restarts detected: a Shutdown" in text
+
+
+def test_peers_over_the_cap_are_counted_as_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(peers, "MAX_PEERS", 2)
+    state = ServerState("x")
+    for i in range(5):
+        state.handle_event(
+            _event("PeerStatus", ChannelType="SIP", Peer=f"SIP/p{i}", PeerStatus="Reachable")
+        )
+    assert len(state.peers.peers) == 2
+    text = generate_latest(build_registry([state])).decode()
+    assert 'asterisk_peers_dropped_total{server="x"} 3.0' in text
+
+
+def test_a_shutdown_and_the_boot_after_it_are_one_restart() -> None:
+    clock = FakeClock()
+    state = ServerState("test", clock=clock)
+    status = [
+        ("Response", "Success"),
+        ("CoreStartupDate", "2026-11-27"),
+        ("CoreStartupTime", "09:00:00"),
+    ]
+    state.apply_core_status(Message("response", "Success", status))
+    state.handle_event(_event("FullyBooted", Uptime="500"))
+    state.handle_event(_event("Shutdown", Shutdown="Cleanly", Restart="True"))
+    assert state.restarts_detected == 1
+    clock.now += 600
+    state.record_session_up()
+    state.handle_event(_event("FullyBooted", Uptime="5"))  # the boot after the Shutdown
+    status[-1] = ("CoreStartupTime", "09:18:15")
+    state.apply_core_status(Message("response", "Success", status))
+    assert state.restarts_detected == 1
+    clock.now += 600
+    state.handle_event(_newchannel("2.1"))
+    state.handle_event(_event("FullyBooted", Uptime="3"))  # a crash: no Shutdown
+    status[-1] = ("CoreStartupTime", "09:28:13")
+    state.apply_core_status(Message("response", "Success", status))
+    assert state.restarts_detected == 2
+    assert state.channels == {}
+
+
+def test_histogram_buckets_come_from_its_own_bounds() -> None:
+    hist = Histogram((1.0, 2.5))
+    assert hist.counts == [0, 0, 0]
+    for value in (0.5, 2.0, 9.0, 9.0):
+        hist.observe(value)
+    assert hist.counts == [1, 1, 2]
+    assert hist.cumulative() == [("1.0", 1), ("2.5", 2), ("+Inf", 4)]
+    assert hist.total == 20.5
+
+
+def test_one_clock_drives_every_part() -> None:
+    clock = FakeClock()
+    state = ServerState("test", clock=clock)
+    state.configure(vicidial=True)
+    assert state.state_since == clock.now
+    call_id = "V1127093000000012345"
+    state.handle_event(
+        _event(
+            "Newstate",
+            Channel="SIP/a-1",
+            Uniqueid="1.1",
+            ChannelStateDesc="Up",
+            CallerIDName=call_id,
+        )
+    )
+    clock.now += 7200  # past VICIdial's call-ID memory: the same ID is a new call
+    state.handle_event(
+        _event(
+            "Newstate",
+            Channel="SIP/a-2",
+            Uniqueid="1.2",
+            ChannelStateDesc="Up",
+            CallerIDName=call_id,
+        )
+    )
+    assert state.vicidial.calls["auto_dial"] == 2
+    state.record_received()
+    assert state.last_event_timestamp == clock.now

@@ -34,6 +34,12 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
 
 def fed_state(clock: FakeClock, name: str = "pbx1") -> ServerState:
     state = ServerState(name, clock=clock)

@@ -74,7 +74,7 @@ def feed_capture(state: ServerState) -> None:
     state.apply_core_settings(core_settings[0])
     state.record_session_up()
     state.record_ping(0.0025)
-    state.last_event_timestamp = time.time()
+    state.record_received()
 
 
 @pytest.fixture

@@ -389,6 +389,7 @@ class AMIClient:
             except TimeoutError:
                 raise AMISessionLost("ping_timeout", f"no Pong within {interval:g} s") from None
             self.state.record_ping(time.monotonic() - start)
+            self.state.tick()  # periodic state upkeep, off the scrape path
 
     # ------------------------------------------------------------------ plumbing
 

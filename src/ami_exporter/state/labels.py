@@ -103,48 +103,52 @@ SECURITY_EVENTS: Final = frozenset(
     }
 )
 
+# Channels and calls.
+_CALL_EVENTS: Final = """
+    Newchannel Newstate Hangup HangupRequest SoftHangupRequest Newexten NewCallerid
+    NewConnectedLine NewAccountCode Rename VarSet Cdr CEL DialBegin DialState DialEnd Dial
+    OriginateResponse LocalBridge LocalOptimizationBegin LocalOptimizationEnd BridgeCreate
+    BridgeEnter BridgeLeave BridgeDestroy BridgeMerge BridgeInfoChannel BridgeInfoComplete
+    BridgeVideoSourceUpdate Bridge Link Unlink Masquerade BlindTransfer AttendedTransfer Hold
+    Unhold DTMFBegin DTMFEnd DTMF MusicOnHoldStart MusicOnHoldStop MusicOnHold UserEvent
+    DeviceStateChange ExtensionStatus PresenceStateChange ChannelTalkingStart
+    ChannelTalkingStop ChanSpyStart ChanSpyStop MixMonitorStart MixMonitorStop MonitorStart
+    MonitorStop AGIExecStart AGIExecEnd AsyncAGIStart AsyncAGIExec AsyncAGIEnd AGIExec AsyncAGI
+    NewPeerAccount Pickup ParkedCall ParkedCallGiveUp ParkedCallTimeOut UnParkedCall MeetmeJoin
+    MeetmeLeave MeetmeTalking ConfbridgeStart ConfbridgeEnd ConfbridgeJoin ConfbridgeLeave
+    ConfbridgeTalking FAXStatus ReceiveFAX SendFAX RTCPSent RTCPReceived
+"""
+
+# Queues and agents.
+_QUEUE_EVENTS: Final = """
+    QueueCallerJoin QueueCallerLeave QueueCallerAbandon QueueMemberStatus QueueMemberAdded
+    QueueMemberRemoved QueueMemberPause QueueMemberPenalty QueueMemberRinginuse AgentCalled
+    AgentConnect AgentComplete AgentDump AgentRingNoAnswer AgentLogin AgentLogoff Join Leave
+    Agentlogin Agentlogoff
+"""
+
+# System.
+_SYSTEM_EVENTS: Final = """
+    FullyBooted Shutdown Reload Load Unload ModuleLoadReport ChannelReload DNDState Alarm
+    AlarmClear SpanAlarm SpanAlarmClear LogChannel PeerStatus ContactStatus Registry AorDetail
+    AuthDetail Status StatusComplete CoreShowChannel CoreShowChannelsComplete
+    CoreShowChannelMapComplete ChannelHungup ChannelsHungupListComplete TestEvent
+    MessageWaiting VoicemailPasswordChange Flash Wink SIPQualifyPeerDone
+"""
+
+# List items of the peer, registration and queue polls.
+_LIST_ITEMS: Final = """
+    PeerEntry PeerlistComplete RegistryEntry RegistrationsComplete ContactList
+    ContactListComplete OutboundRegistrationDetail OutboundRegistrationDetailComplete
+    QueueParams QueueMember QueueEntry QueueStatusComplete QueueSummary QueueSummaryComplete
+"""
+
 # Event names exported as themselves in asterisk_ami_events_total; anything else is `other`.
 # The 51 names seen on a real Asterisk 22 plus the common ones of 1.8 to 23 (reference 2.3, 3).
-KNOWN_EVENTS: Final = frozenset(
-    {
-        # channels and calls
-        "Newchannel", "Newstate", "Hangup", "HangupRequest", "SoftHangupRequest", "Newexten",
-        "NewCallerid", "NewConnectedLine", "NewAccountCode", "Rename", "VarSet", "Cdr", "CEL",
-        "DialBegin", "DialState", "DialEnd", "Dial", "OriginateResponse", "LocalBridge",
-        "LocalOptimizationBegin", "LocalOptimizationEnd", "BridgeCreate", "BridgeEnter",
-        "BridgeLeave", "BridgeDestroy", "BridgeMerge", "BridgeInfoChannel", "BridgeInfoComplete",
-        "BridgeVideoSourceUpdate", "Bridge", "Link", "Unlink", "Masquerade", "BlindTransfer",
-        "AttendedTransfer", "Hold", "Unhold", "DTMFBegin", "DTMFEnd", "DTMF", "MusicOnHoldStart",
-        "MusicOnHoldStop", "MusicOnHold", "UserEvent", "DeviceStateChange", "ExtensionStatus",
-        "PresenceStateChange", "ChannelTalkingStart", "ChannelTalkingStop", "ChanSpyStart",
-        "ChanSpyStop", "MixMonitorStart", "MixMonitorStop", "MonitorStart", "MonitorStop",
-        "AGIExecStart", "AGIExecEnd", "AsyncAGIStart", "AsyncAGIExec", "AsyncAGIEnd", "AGIExec",
-        "AsyncAGI", "NewPeerAccount", "Pickup", "ParkedCall", "ParkedCallGiveUp",
-        "ParkedCallTimeOut", "UnParkedCall", "MeetmeJoin", "MeetmeLeave", "MeetmeTalking",
-        "ConfbridgeStart", "ConfbridgeEnd", "ConfbridgeJoin", "ConfbridgeLeave",
-        "ConfbridgeTalking", "FAXStatus", "ReceiveFAX", "SendFAX", "RTCPSent", "RTCPReceived",
-        # queues and agents
-        "QueueCallerJoin", "QueueCallerLeave", "QueueCallerAbandon", "QueueMemberStatus",
-        "QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause", "QueueMemberPenalty",
-        "QueueMemberRinginuse", "AgentCalled", "AgentConnect", "AgentComplete", "AgentDump",
-        "AgentRingNoAnswer", "AgentLogin", "AgentLogoff", "Join", "Leave", "Agentlogin",
-        "Agentlogoff",
-        # system
-        "FullyBooted", "Shutdown", "Reload", "Load", "Unload", "ModuleLoadReport",
-        "ChannelReload", "DNDState", "Alarm", "AlarmClear", "SpanAlarm", "SpanAlarmClear",
-        "LogChannel", "PeerStatus", "ContactStatus", "Registry", "AorDetail", "AuthDetail",
-        "Status", "StatusComplete", "CoreShowChannel", "CoreShowChannelsComplete",
-        "CoreShowChannelMapComplete", "ChannelHungup", "ChannelsHungupListComplete",
-        "TestEvent", "MessageWaiting", "VoicemailPasswordChange", "Flash", "Wink",
-        "SIPQualifyPeerDone",
-        # list items of the peer, registration and queue polls
-        "PeerEntry", "PeerlistComplete", "RegistryEntry", "RegistrationsComplete",
-        "ContactList", "ContactListComplete", "OutboundRegistrationDetail",
-        "OutboundRegistrationDetailComplete", "QueueParams", "QueueMember", "QueueEntry",
-        "QueueStatusComplete", "QueueSummary", "QueueSummaryComplete",
-        *SECURITY_EVENTS,
-    }
-)  # fmt: skip
+KNOWN_EVENTS: Final = (
+    frozenset((_CALL_EVENTS + _QUEUE_EVENTS + _SYSTEM_EVENTS + _LIST_ITEMS).split())
+    | SECURITY_EVENTS
+)
 
 # A short identifier: what techs, states, services and similar names look like on the wire.
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}\Z")

@@ -46,10 +46,6 @@ _STATUSES: Final[dict[str, tuple[str, bool]]] = {
     "created": ("nonqualified", True),
     "unknown": ("unknown", True),
 }
-PEER_STATUS_LABELS: Final = (
-    "registered", "reachable", "lagged", "unregistered", "rejected", "unreachable",
-    "nonqualified", "unknown", "unmonitored", "removed", "other",
-)  # fmt: skip
 _TECHS: Final = {"sip": "SIP", "iax2": "IAX2", "iax": "IAX2", "pjsip": "PJSIP"}
 _NO_ADDRESS: Final = frozenset({"", "-none-", "(null)", "0.0.0.0", "(Unspecified)"})
 _POLL_RTT = re.compile(r"\((\d+) ms\)")

@@ -26,12 +26,11 @@ Per event this is one dict lookup; the regex runs only on names that start like 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from typing import Final
 
 from ami_exporter.ami.protocol import Message
 from ami_exporter.state import labels
+from ami_exporter.state.clock import SYSTEM_CLOCK, Clock
 
 CALL_TYPES: Final = ("auto_dial", "manual_dial", "inbound", "three_way", "ring_agent")
 DEDUP_SECONDS: Final = 3600.0
@@ -60,12 +59,12 @@ def call_type(name: str | None) -> str | None:
 class VicidialState:
     """Call and hangup counters by VICIdial call type for one server."""
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self.enabled = False
         self.calls: dict[str, int] = dict.fromkeys(CALL_TYPES, 0)
         self.hangups: dict[tuple[str, str], int] = {}
         self._seen: dict[str, float] = {}  # call id -> last sighting, oldest first
-        self._monotonic = monotonic
+        self._monotonic = clock.monotonic
 
     def _call_id(self, msg: Message) -> tuple[str, str] | None:
         for key in ("CallerIDName", "ConnectedLineName"):

@@ -1,0 +1,71 @@
+"""AMI session health: up, connection attempts and failures, ping, events, malformed input."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from ami_exporter.metrics.table import TableCollector, by_label, counter, gauge, one
+
+S: Final = ("server",)
+
+TABLE: Final = (
+    gauge(
+        "asterisk_ami_up",
+        "1 while connected and logged in to AMI.",
+        S,
+        lambda st: one(1.0 if st.health.up else 0.0),
+    ),
+    counter(
+        "asterisk_ami_connection_attempts",
+        "AMI TCP connection attempts.",
+        S,
+        lambda st: one(st.health.connection_attempts),
+    ),
+    counter(
+        "asterisk_ami_connection_errors",
+        "AMI connection failures before login, by reason "
+        "(refused, timeout, unreachable, tls, other).",
+        ("server", "reason"),
+        lambda st: by_label(st.health.connection_errors),
+    ),
+    counter(
+        "asterisk_ami_login_failures",
+        "AMI login failures by reason (auth = 'Authentication failed', timeout, error).",
+        ("server", "reason"),
+        lambda st: by_label(st.health.login_failures),
+    ),
+    counter(
+        "asterisk_ami_disconnects",
+        "AMI sessions lost after login, by reason (eof, shutdown, ping_timeout, error).",
+        ("server", "reason"),
+        lambda st: by_label(st.health.disconnects),
+    ),
+    gauge(
+        "asterisk_ami_last_event_timestamp_seconds",
+        "Unix time of the last AMI message received.",
+        S,
+        lambda st: one(st.health.last_event_timestamp),
+    ),
+    gauge(
+        "asterisk_ami_ping_rtt_seconds",
+        "Round trip time of the last AMI Ping.",
+        S,
+        lambda st: one(st.health.ping_rtt),
+    ),
+    counter(
+        "asterisk_ami_events",
+        "AMI events received, by event name (names outside a fixed list are 'other').",
+        ("server", "event"),
+        lambda st: by_label(st.events),
+    ),
+    counter(
+        "asterisk_ami_malformed_messages",
+        "AMI messages skipped as malformed (bad framing, no key, oversized).",
+        S,
+        lambda st: one(st.health.malformed),
+    ),
+)
+
+
+class HealthCollector(TableCollector):
+    TABLE = TABLE
