@@ -21,6 +21,8 @@ __all__ = ["Prepared", "prepare"]
 
 @dataclass(frozen=True)
 class Prepared:
+    """The plain configuration and the live web security objects built from it."""
+
     config: ExporterConfig
     web: WebSecurity
 

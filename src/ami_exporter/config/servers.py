@@ -53,7 +53,7 @@ def _server_items(path: str) -> list[Node]:
         where = root.where if root is not None else path
         raise ConfigError(f"{where}: the file must be a mapping with a 'servers:' list")
     servers: Node | None = None
-    for key_node, value_node in root.pairs(""):
+    for key_node, value_node in root.pairs():
         if key_node.key != "servers":
             raise key_node.error(f"unknown top-level key {key_node.key!r}")
         servers = value_node

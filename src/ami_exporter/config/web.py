@@ -39,7 +39,7 @@ from ami_exporter.config.yaml import Node, compose_file
 
 __all__ = [
     "CLIENT_AUTH_TYPES",
-    "TLS_VERSIONS",
+    "TLS_VERSION_NAMES",
     "TLSServerConfig",
     "WebConfig",
     "WebUser",
@@ -48,7 +48,7 @@ __all__ = [
 
 FLAG: Final = "--web.config.file"
 # Oldest first: a max_version earlier in this tuple than min_version is an error.
-TLS_VERSIONS: Final = ("TLS10", "TLS11", "TLS12", "TLS13")
+TLS_VERSION_NAMES: Final = ("TLS10", "TLS11", "TLS12", "TLS13")
 DEFAULT_MIN_VERSION: Final = "TLS12"
 CLIENT_AUTH_TYPES: Final = (
     "NoClientCert",
@@ -84,7 +84,7 @@ class TLSServerConfig:
     key_file: str
     client_auth_type: str = "NoClientCert"  # one of CLIENT_AUTH_TYPES, not RequireAnyClientCert
     client_ca_file: str | None = None  # set exactly when client_auth_type verifies
-    min_version: str = DEFAULT_MIN_VERSION  # one of TLS_VERSIONS
+    min_version: str = DEFAULT_MIN_VERSION  # one of TLS_VERSION_NAMES
     max_version: str | None = None  # None: the newest the ssl library supports
     # ``file:line`` of cert_file and client_ca_file, for the errors of loading them.
     cert_file_at: str = ""
@@ -183,13 +183,12 @@ def _versions(values: _Values, key_node: Node) -> tuple[str, str | None]:
     for key in ("min_version", "max_version"):
         if key in values:
             name, v_node = values[key]
-            if name not in TLS_VERSIONS:
-                raise v_node.error(f"{key} {name!r} is not one of {', '.join(TLS_VERSIONS)}")
+            if name not in TLS_VERSION_NAMES:
+                raise v_node.error(f"{key} {name!r} is not one of {', '.join(TLS_VERSION_NAMES)}")
     min_version = values["min_version"][0] if "min_version" in values else DEFAULT_MIN_VERSION
     max_version = values["max_version"][0] if "max_version" in values else None
-    if max_version is not None and TLS_VERSIONS.index(max_version) < TLS_VERSIONS.index(
-        min_version
-    ):
+    order = TLS_VERSION_NAMES.index
+    if max_version is not None and order(max_version) < order(min_version):
         raise key_node.error("max_version is lower than min_version")
     return min_version, max_version
 

@@ -81,8 +81,11 @@ class Node:
         """The text of a mapping key."""
         return str(self.raw.value)
 
-    def pairs(self, expected: str) -> list[tuple[Node, Node]]:
-        """The ``(key, value)`` nodes of a mapping, in file order (duplicates kept)."""
+    def pairs(self, expected: str = "expected a mapping") -> list[tuple[Node, Node]]:
+        """The ``(key, value)`` nodes of a mapping, in file order (duplicates kept).
+
+        Not a mapping: a ConfigError ``file:line: expected``.
+        """
         if not isinstance(self.raw, yaml.MappingNode):
             raise self.error(expected)
         return [(Node(k, self.path), Node(v, self.path)) for k, v in self.raw.value]

@@ -18,6 +18,7 @@ from ami_exporter.config.web import TLSServerConfig
 
 __all__ = ["TLS_VERSIONS", "server_ssl_context"]
 
+# By the names of config.web.TLS_VERSION_NAMES.
 TLS_VERSIONS: Final = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
