@@ -16,7 +16,8 @@ from ami_exporter.ami.protocol import AMIParser, Message
 from ami_exporter.ami.session import ActionResult
 from ami_exporter.client.polls import poll_optional
 from ami_exporter.config.errors import ConfigError
-from ami_exporter.config.model import ServerConfig, load_config_file
+from ami_exporter.config.model import ServerConfig
+from ami_exporter.config.servers import load_config_file
 from ami_exporter.state.queues import QueueState
 from ami_exporter.state.server import ServerState
 from ami_exporter.state.vicidial import call_type

@@ -33,8 +33,9 @@ from ami_exporter.ami.protocol import Message
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.metrics.collector import build_registry
 from ami_exporter.state.server import ServerState
+from ami_exporter.web.auth import BasicAuth
+from ami_exporter.web.security import load_web_security
 from ami_exporter.web.server import WebServer
-from ami_exporter.web.webconfig import BasicAuth, load_web_config
 from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
 
 PASSWORD = "Scrape-Pass-7c1f"
@@ -74,7 +75,7 @@ def _get(port: int, *, ctx: ssl.SSLContext | None = None, auth: str | None = Non
 
 async def _web(config_path: Path) -> WebServer:
     states = [ServerState("test")]
-    cfg = load_web_config(str(config_path))
+    cfg = load_web_security(str(config_path))
     web = WebServer(build_registry(states), states, host="127.0.0.1", port=0,
                     ssl_context=cfg.ssl_context, basic_auth=cfg.basic_auth)  # fmt: skip
     await web.start()
@@ -217,7 +218,7 @@ def test_web_config_errors_name_file_and_line(
     body = body.replace("CERT", pki.crt("server")).replace("KEY", pki.key("server"))
     path.write_text(body.replace("CA\n", pki.crt("ca") + "\n"))
     with pytest.raises(ConfigError) as info:
-        load_web_config(str(path))
+        load_web_security(str(path))
     message = str(info.value)
     assert f"{path}:{line}:" in message, message
     assert needle in message, message
@@ -236,7 +237,7 @@ def test_web_config_relative_paths_and_key_permissions(pki: PKI, tmp_path: Path)
         "http_server_config:\n  http2: true\n"
     )
     warnings: list[str] = []
-    cfg = load_web_config(str(tmp_path / "web.yml"), warnings.append)
+    cfg = load_web_security(str(tmp_path / "web.yml"), warnings.append)
     assert cfg.ssl_context is not None and cfg.basic_auth is None
     assert any("readable by other users" in w for w in warnings), warnings
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, TextIO
 
+from ami_exporter import __version__
 from ami_exporter.ami.protocol import Message
 from ami_exporter.ami.session import (
     BANNER_PREFIX,
@@ -53,9 +54,12 @@ from ami_exporter.ami.session import (
     login_failure,
 )
 from ami_exporter.ami.values import local_timestamp, to_float
+from ami_exporter.cli.prepare import prepare
 from ami_exporter.client.tls import client_ssl_context
 from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.flags import build_arg_parser
 from ami_exporter.config.model import ServerConfig
+from ami_exporter.config.values import positive_seconds
 from ami_exporter.web.statuspage import human_duration
 
 EXIT_OK: Final = 0
@@ -247,36 +251,14 @@ async def check_server(cfg: ServerConfig, *, events_wait: float = EVENTS_WAIT) -
 
 
 async def _connect(cfg: ServerConfig, report: ServerReport) -> _Session | None:
-    timeout = cfg.connect_timeout
-    loop = asyncio.get_running_loop()
-    where = cfg.address
-    if not _is_ip(cfg.host):
-        try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM), timeout
-            )
-        except TimeoutError:
-            report.fail(
-                f"dns: no answer resolving {cfg.host!r} within {timeout:g} s - check "
-                "/etc/resolv.conf and the DNS server, or use the IP address",
-                EXIT_CONNECT,
-            )
-            return None
-        except socket.gaierror as exc:
-            report.fail(
-                f"dns: cannot resolve {cfg.host!r}: {exc.strerror} - check the host name in "
-                "--ami.address / the config file, or use the IP address",
-                EXIT_CONNECT,
-            )
-            return None
-        addresses = sorted({str(info[4][0]) for info in infos})
-        report.add(OK, f"dns {cfg.host} -> {', '.join(addresses)}")
+    """Steps ``dns`` and ``tcp`` (or ``tls``): the open connection, or None (reported)."""
+    if not _is_ip(cfg.host) and not await _resolve(cfg, report):
+        return None
     try:
         ssl_context = client_ssl_context(cfg)
     except ConfigError as exc:
         report.fail(f"tls: {exc}", EXIT_USAGE)
         return None
-    kind = "tls" if ssl_context is not None else "tcp"
     started = time.monotonic()
     try:
         reader, writer = await asyncio.wait_for(
@@ -287,46 +269,13 @@ async def _connect(cfg: ServerConfig, report: ServerReport) -> _Session | None:
                 server_hostname=(cfg.tls_server_name or cfg.host) if ssl_context else None,
                 limit=READ_SIZE,
             ),
-            timeout,
+            cfg.connect_timeout,
         )
-    except TimeoutError:
-        what = "TCP connection" if ssl_context is None else "TCP connection and TLS handshake"
-        report.fail(
-            f"{kind} {where}: no {what} within {timeout:g} s - a firewall drops the "
-            f"packets (allow TCP port {cfg.port} from this host to Asterisk), the host is "
-            "down, or the address is wrong",
-            EXIT_CONNECT,
-        )
-        return None
-    except ssl.SSLError as exc:
-        why = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-        report.fail(
-            f"tls {where}: TLS handshake failed: {why} - check that this port serves AMI "
-            "over TLS (manager.conf tlsenable = yes, tlsbindaddr, usually port 5039) and not "
-            "plain AMI; for a certificate error give --ami.tls-ca-file / "
-            "--ami.tls-server-name (the name in the certificate)",
-            EXIT_CONNECT,
-        )
-        return None
-    except ConnectionRefusedError:
-        report.fail(
-            f"tcp {where}: connection refused - nothing listens there: AMI disabled "
-            "(manager.conf [general] enabled = yes), another port (port = 5038) or bound "
-            "to another address (bindaddr = 0.0.0.0 or this interface), or Asterisk is "
-            "not running",
-            EXIT_CONNECT,
-        )
-        return None
-    except OSError as exc:
-        unreachable = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
-        detail = exc.strerror or str(exc)
-        if exc.errno in unreachable:
-            hint = "no route to the host: check the address, the routing, or a firewall rejecting"
-        else:
-            hint = "the connection could not be made"
-        report.fail(f"{kind} {where}: {detail} - {hint}", EXIT_CONNECT)
+    except OSError as exc:  # TimeoutError, ssl.SSLError and ConnectionRefusedError included
+        report.fail(_connect_failure(cfg, ssl_context is not None, exc), EXIT_CONNECT)
         return None
     elapsed = time.monotonic() - started
+    where = cfg.address
     if ssl_context is not None:
         ssl_object = writer.get_extra_info("ssl_object")
         version = ssl_object.version() if ssl_object is not None else "?"
@@ -337,10 +286,87 @@ async def _connect(cfg: ServerConfig, report: ServerReport) -> _Session | None:
     return _Session(reader, writer)
 
 
+async def _resolve(cfg: ServerConfig, report: ServerReport) -> bool:
+    """Step ``dns``: whether the host name resolves (reported either way)."""
+    timeout = cfg.connect_timeout
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM), timeout
+        )
+    except TimeoutError:
+        report.fail(
+            f"dns: no answer resolving {cfg.host!r} within {timeout:g} s - check "
+            "/etc/resolv.conf and the DNS server, or use the IP address",
+            EXIT_CONNECT,
+        )
+        return False
+    except socket.gaierror as exc:
+        report.fail(
+            f"dns: cannot resolve {cfg.host!r}: {exc.strerror} - check the host name in "
+            "--ami.address / the config file, or use the IP address",
+            EXIT_CONNECT,
+        )
+        return False
+    addresses = sorted({str(info[4][0]) for info in infos})
+    report.add(OK, f"dns {cfg.host} -> {', '.join(addresses)}")
+    return True
+
+
+def _connect_failure(cfg: ServerConfig, tls: bool, exc: OSError) -> str:
+    """The verdict of a connection (or TLS handshake) that failed with ``exc``."""
+    kind = "tls" if tls else "tcp"
+    where = cfg.address
+    if isinstance(exc, TimeoutError):
+        what = "TCP connection and TLS handshake" if tls else "TCP connection"
+        return (
+            f"{kind} {where}: no {what} within {cfg.connect_timeout:g} s - a firewall drops "
+            f"the packets (allow TCP port {cfg.port} from this host to Asterisk), the host is "
+            "down, or the address is wrong"
+        )
+    if isinstance(exc, ssl.SSLError):
+        why = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        return (
+            f"tls {where}: TLS handshake failed: {why} - check that this port serves AMI "
+            "over TLS (manager.conf tlsenable = yes, tlsbindaddr, usually port 5039) and not "
+            "plain AMI; for a certificate error give --ami.tls-ca-file / "
+            "--ami.tls-server-name (the name in the certificate)"
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            f"tcp {where}: connection refused - nothing listens there: AMI disabled "
+            "(manager.conf [general] enabled = yes), another port (port = 5038) or bound "
+            "to another address (bindaddr = 0.0.0.0 or this interface), or Asterisk is "
+            "not running"
+        )
+    detail = exc.strerror or str(exc)
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN):
+        hint = "no route to the host: check the address, the routing, or a firewall rejecting"
+    else:
+        hint = "the connection could not be made"
+    return f"{kind} {where}: {detail} - {hint}"
+
+
 async def _diagnose(
     cfg: ServerConfig, session: _Session, report: ServerReport, events_wait: float
 ) -> None:
-    # ---- banner
+    """The steps after the connection, each only once the one before it passed."""
+    if not await _check_banner(cfg, session, report):
+        return
+    logged_in_at = await _check_login(cfg, session, report)
+    if logged_in_at is None:
+        return
+    results = await _check_actions(cfg, session, report)
+    if results is None:
+        return
+    booted = await _check_events(cfg, session, report, logged_in_at, events_wait)
+    report.add(INFO, "summary: " + _summary(results, booted))
+    with contextlib.suppress(TimeoutError, _Closed, OSError):
+        await session.request("Logoff", LOGOFF_TIMEOUT)
+
+
+async def _check_banner(cfg: ServerConfig, session: _Session, report: ServerReport) -> bool:
+    """Step ``banner``: whether an AMI banner came."""
     try:
         banner = await session.banner(cfg.connect_timeout)
     except TimeoutError:
@@ -352,7 +378,7 @@ async def _diagnose(
             "(HTTP...), or an overloaded Asterisk",
             EXIT_NOT_AMI,
         )
-        return
+        return False
     except _Closed:
         report.fail(
             "banner: the connection was closed before any banner - Asterisk's authlimit "
@@ -360,7 +386,7 @@ async def _diagnose(
             "wrapper / proxy in front of it refusing this host",
             EXIT_NOT_AMI,
         )
-        return
+        return False
     if not banner.startswith(BANNER_PREFIX):
         report.fail(
             f"banner: {_printable(banner)!r} is not AMI - another service listens on port "
@@ -368,13 +394,16 @@ async def _diagnose(
             "manager.conf [general] port (default 5038)",
             EXIT_NOT_AMI,
         )
-        return
+        return False
     ami_version = banner[len(BANNER_PREFIX) :].strip()
     report.add(
         OK, f"banner {_printable(banner)!r}: AMI {ami_version} ({asterisk_for_ami(ami_version)})"
     )
+    return True
 
-    # ---- login
+
+async def _check_login(cfg: ServerConfig, session: _Session, report: ServerReport) -> float | None:
+    """Step ``login``: when the login was accepted (monotonic clock), or None."""
     login_timeout = max(cfg.connect_timeout, LOGIN_TIMEOUT_MIN)
     started = time.monotonic()
     try:
@@ -388,49 +417,53 @@ async def _diagnose(
             "in between swallows the traffic",
             EXIT_LOGIN,
         )
-        return
+        return None
     except _Closed:
         report.fail(
             f"login as {cfg.username!r}: the connection was closed without an answer - "
             "Asterisk is shutting down or restarting, or a proxy cut the session",
             EXIT_LOGIN,
         )
-        return
+        return None
     logged_in_at = time.monotonic()
     message = (login.response.get("Message") or "").strip()
     failure = login_failure(login.response)
     if failure is not None:
-        if failure == "auth":
-            report.fail(
-                f"login as {cfg.username!r}: Authentication failed - wrong secret, unknown "
-                "user, or the user's permit/deny ACL excludes this host; Asterisk answers the "
-                "same for all three and logs which only on its side: the NOTICE 'failed to "
-                "authenticate as' and the InvalidPassword / InvalidAccountID / FailedACL event "
-                "in its security log ('logger add channel security.log security'); 'manager "
-                f"show user {cfg.username}' shows the permit/deny",
-                EXIT_LOGIN,
-            )
-        elif failure == "in_use":
-            report.fail(
-                f"login as {cfg.username!r}: Login Already In Use - another session of this "
-                "user is logged in (a running exporter counts too) and the user has "
-                "allowmultiplelogin = no: give the exporter its own manager user, or set "
-                "allowmultiplelogin = yes for it",
-                EXIT_LOGIN,
-            )
-        else:
-            report.fail(
-                f"login as {cfg.username!r}: {_printable(message or '(no message)')}",
-                EXIT_LOGIN,
-            )
-        return
+        report.fail(_login_failure(cfg.username, failure, message), EXIT_LOGIN)
+        return None
     report.add(
         OK,
         f"login as {cfg.username!r}: {_printable(message or 'accepted')} in "
         f"{_ms(logged_in_at - started)}",
     )
+    return logged_in_at
 
-    # ---- the actions the exporter relies on
+
+def _login_failure(username: str, failure: str, message: str) -> str:
+    """The verdict of a refused login (``failure`` as :func:`login_failure` names it)."""
+    if failure == "auth":
+        return (
+            f"login as {username!r}: Authentication failed - wrong secret, unknown "
+            "user, or the user's permit/deny ACL excludes this host; Asterisk answers the "
+            "same for all three and logs which only on its side: the NOTICE 'failed to "
+            "authenticate as' and the InvalidPassword / InvalidAccountID / FailedACL event "
+            "in its security log ('logger add channel security.log security'); 'manager "
+            f"show user {username}' shows the permit/deny"
+        )
+    if failure == "in_use":
+        return (
+            f"login as {username!r}: Login Already In Use - another session of this "
+            "user is logged in (a running exporter counts too) and the user has "
+            "allowmultiplelogin = no: give the exporter its own manager user, or set "
+            "allowmultiplelogin = yes for it"
+        )
+    return f"login as {username!r}: {_printable(message or '(no message)')}"
+
+
+async def _check_actions(
+    cfg: ServerConfig, session: _Session, report: ServerReport
+) -> dict[str, ActionResult] | None:
+    """Step ``action``: the answers of the allowed actions, or None if the session stopped."""
     results: dict[str, ActionResult] = {}
     action_timeout = max(cfg.connect_timeout, 2.0)
     for name in CORE_ACTIONS:
@@ -446,38 +479,50 @@ async def _diagnose(
                 "overloaded, or the session is stuck",
                 EXIT_OTHER,
             )
-            return
+            return None
         except _Closed:
             report.fail(
                 f"action {name}: Asterisk closed the session - it is shutting down, or it "
                 "dropped this client",
                 EXIT_OTHER,
             )
-            return
+            return None
         elapsed = time.monotonic() - started
-        response = result.response
-        if result.ok or (response.get("Response") or "").lower() == "pong":
+        if result.ok or (result.response.get("Response") or "").lower() == "pong":
             results[name] = result
             report.add(OK, f"action {name}: allowed{_action_detail(name, result)} ({_ms(elapsed)})")
-            continue
-        message = (response.get("Message") or "(no message)").strip()
-        kind = failure_kind(response)
-        if kind == "permission":
-            report.fail(
-                f"action {name}: Permission denied - the user lacks a write class for it: add "
-                f"'write = reporting' (or system) to [{cfg.username}] in manager.conf, then "
-                "'manager reload'",
-                EXIT_PERMISSION,
-            )
-        elif kind == "unknown_action":
-            report.fail(
-                f"action {name}: {_printable(message)} - this Asterisk does not provide it",
-                EXIT_PERMISSION,
-            )
         else:
-            report.fail(f"action {name}: {_printable(message)}", EXIT_OTHER)
+            _report_refused(cfg, report, name, result.response)
+    return results
 
-    # ---- events (read classes)
+
+def _report_refused(cfg: ServerConfig, report: ServerReport, name: str, response: Message) -> None:
+    message = (response.get("Message") or "(no message)").strip()
+    kind = failure_kind(response)
+    if kind == "permission":
+        report.fail(
+            f"action {name}: Permission denied - the user lacks a write class for it: add "
+            f"'write = reporting' (or system) to [{cfg.username}] in manager.conf, then "
+            "'manager reload'",
+            EXIT_PERMISSION,
+        )
+    elif kind == "unknown_action":
+        report.fail(
+            f"action {name}: {_printable(message)} - this Asterisk does not provide it",
+            EXIT_PERMISSION,
+        )
+    else:
+        report.fail(f"action {name}: {_printable(message)}", EXIT_OTHER)
+
+
+async def _check_events(
+    cfg: ServerConfig,
+    session: _Session,
+    report: ServerReport,
+    logged_in_at: float,
+    events_wait: float,
+) -> Message | None:
+    """Step ``events`` (the read classes): the FullyBooted event, if it came in time."""
     deadline = logged_in_at + events_wait
     with contextlib.suppress(TimeoutError, _Closed):
         while not any(m.name == "FullyBooted" for _, m in session.events):
@@ -509,13 +554,7 @@ async def _diagnose(
             "call events the exporter counts no calls",
             EXIT_PERMISSION,
         )
-
-    # ---- summary
-    report.add(INFO, "summary: " + _summary(results, booted))
-
-    # ---- logoff
-    with contextlib.suppress(TimeoutError, _Closed, OSError):
-        await session.request("Logoff", LOGOFF_TIMEOUT)
+    return booted
 
 
 def _action_detail(name: str, result: ActionResult) -> str:
@@ -597,8 +636,8 @@ async def check_servers(
                 code = report.exit_code
     total = len(servers)
     if failed:
-        print(f"FAILED: {len(failed)} of {total} servers ({', '.join(failed)}); exit {code}",
-              file=out)  # fmt: skip
+        names = ", ".join(failed)
+        print(f"FAILED: {len(failed)} of {total} servers ({names}); exit {code}", file=out)
     else:
         extra = f" ({warned} warnings)" if warned else ""
         print(f"OK: {total} of {total} servers passed{extra}", file=out)
@@ -606,9 +645,8 @@ async def check_servers(
 
 
 def build_check_parser() -> argparse.ArgumentParser:
-    from ami_exporter.cli.main import build_arg_parser
-
-    parser = build_arg_parser()
+    """The exporter's flags (:mod:`ami_exporter.config.flags`) and ``--check.events-wait``."""
+    parser = build_arg_parser(__version__)
     parser.prog = "ami-exporter check"
     parser.epilog = None
     parser.description = (
@@ -628,9 +666,6 @@ def build_check_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     """``ami-exporter check [flags]``: return the process exit code."""
-    from ami_exporter.cli.main import config_from_args
-    from ami_exporter.config.model import positive_seconds
-
     parser = build_check_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     warnings: list[str] = []
@@ -639,7 +674,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         if args.demo:
             raise ConfigError("--demo: check a real server (or run the exporter with --demo)")
         events_wait = positive_seconds(args.check_events_wait, "--check.events-wait")
-        config = config_from_args(args, dict(os.environ), warn=warn)
+        config = prepare(args, dict(os.environ), warn=warn).config
     except ConfigError as exc:
         print(f"ami-exporter check: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

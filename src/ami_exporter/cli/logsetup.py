@@ -13,9 +13,13 @@ import sys
 import time
 from collections.abc import Iterable
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
-           "warning": logging.WARNING, "error": logging.ERROR}  # fmt: skip
-LEVEL_NAMES = ("debug", "info", "warn", "error")
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class _Redactor(logging.Filter):

@@ -13,20 +13,59 @@ import gzip
 import logging
 import ssl
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
 from ami_exporter.state.server import ServerState
+from ami_exporter.web.auth import BasicAuth
 from ami_exporter.web.history import History
 from ami_exporter.web.statuspage import render_status_page
-from ami_exporter.web.webconfig import BasicAuth
 
 log = logging.getLogger("ami_exporter.web")
 
 MAX_REQUEST_HEAD = 16 * 1024
 IDLE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """The request line and headers of one HTTP/1.x request."""
+
+    method: str
+    target: str
+    headers: dict[str, str]  # names lower-cased
+    keep_alive: bool
+
+    @classmethod
+    def parse(cls, head: bytes) -> _Request | None:
+        """The request in ``head`` (up to the blank line), or None if it is not HTTP/1.x."""
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            return None
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            key, sep, value = line.partition(":")
+            if sep:
+                headers[key.strip().lower()] = value.strip()
+        keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+        return cls(method, target, headers, keep_alive)
+
+    @property
+    def has_body(self) -> bool:
+        return self.headers.get("content-length", "0") != "0" or "transfer-encoding" in self.headers
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: HTTPStatus
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 class WebServer:
@@ -91,63 +130,63 @@ class WebServer:
             writer.close()
 
     async def _dispatch(self, head: bytes, writer: asyncio.StreamWriter) -> bool:
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        """Answer one request; whether the connection stays open for the next one."""
+        request = _Request.parse(head)
+        if request is None:
             await self._respond(writer, HTTPStatus.BAD_REQUEST, b"bad request\n")
             return False
-        method, target, version = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            key, sep, value = line.partition(":")
-            if sep:
-                headers[key.strip().lower()] = value.strip()
-        keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
-        if method not in ("GET", "HEAD") or has_body:
+        if request.method not in ("GET", "HEAD") or request.has_body:
             # Nothing here takes a request body; close rather than parse one, so a body can
             # never be mistaken for the next request on a kept-alive connection.
-            await self._respond(writer, HTTPStatus.METHOD_NOT_ALLOWED, b"method not allowed\n",
-                                extra={"Allow": "GET, HEAD"})  # fmt: skip
+            await self._respond(
+                writer,
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                b"method not allowed\n",
+                extra={"Allow": "GET, HEAD"},
+            )
             return False
         if self.basic_auth is not None and not await self.basic_auth.authorize(
-            headers.get("authorization")
+            request.headers.get("authorization")
         ):
-            await self._respond(writer, HTTPStatus.UNAUTHORIZED, b"Unauthorized\n",
-                                extra={"WWW-Authenticate": 'Basic realm="ami-exporter"'},
-                                keep_alive=keep_alive, head_only=method == "HEAD")  # fmt: skip
-            return keep_alive
-        path = target.split("?", 1)[0]
-        head_only = method == "HEAD"
+            response = _Response(
+                HTTPStatus.UNAUTHORIZED,
+                b"Unauthorized\n",
+                extra={"WWW-Authenticate": 'Basic realm="ami-exporter"'},
+            )
+        else:
+            response = self._route(request)
+        await self._respond(
+            writer,
+            response.status,
+            response.body,
+            response.content_type,
+            extra=response.extra,
+            keep_alive=request.keep_alive,
+            head_only=request.method == "HEAD",
+        )
+        return request.keep_alive
+
+    def _route(self, request: _Request) -> _Response:
+        path = request.target.split("?", 1)[0]
         if path == self.telemetry_path:
-            encoder, content_type = choose_encoder(headers.get("accept", ""))
+            encoder, content_type = choose_encoder(request.headers.get("accept", ""))
             body = encoder(self.registry)
             extra = {}
-            if "gzip" in headers.get("accept-encoding", ""):
+            if "gzip" in request.headers.get("accept-encoding", ""):
                 body = gzip.compress(body, compresslevel=1)
                 extra["Content-Encoding"] = "gzip"
-            await self._respond(writer, HTTPStatus.OK, body, content_type, extra=extra,
-                                keep_alive=keep_alive, head_only=head_only)  # fmt: skip
-        elif path == "/":
-            await self._respond(writer, HTTPStatus.OK, self._landing_page(),
-                                "text/html; charset=utf-8", keep_alive=keep_alive,
-                                head_only=head_only)  # fmt: skip
-        elif path == "/-/healthy":
-            await self._respond(writer, HTTPStatus.OK, b"Healthy\n", keep_alive=keep_alive,
-                                head_only=head_only)  # fmt: skip
-        elif path == "/-/ready":
+            return _Response(HTTPStatus.OK, body, content_type, extra)
+        if path == "/":
+            return _Response(HTTPStatus.OK, self._landing_page(), "text/html; charset=utf-8")
+        if path == "/-/healthy":
+            return _Response(HTTPStatus.OK, b"Healthy\n")
+        if path == "/-/ready":
             waiting = [s.name for s in self.states if not s.ever_logged_in]
             if waiting:
                 body = ("Not ready: never logged in to " + ", ".join(waiting) + "\n").encode()
-                await self._respond(writer, HTTPStatus.SERVICE_UNAVAILABLE, body,
-                                    keep_alive=keep_alive, head_only=head_only)  # fmt: skip
-            else:
-                await self._respond(writer, HTTPStatus.OK, b"Ready\n", keep_alive=keep_alive,
-                                    head_only=head_only)  # fmt: skip
-        else:
-            await self._respond(writer, HTTPStatus.NOT_FOUND, b"not found\n",
-                                keep_alive=keep_alive, head_only=head_only)  # fmt: skip
-        return keep_alive
+                return _Response(HTTPStatus.SERVICE_UNAVAILABLE, body)
+            return _Response(HTTPStatus.OK, b"Ready\n")
+        return _Response(HTTPStatus.NOT_FOUND, b"not found\n")
 
     @staticmethod
     async def _respond(

@@ -1,11 +1,15 @@
 """The status page at ``/``: one self-contained HTML document, rendered on the server.
 
 No script, no external asset (inline CSS, inline SVG sparklines), so it works offline and behind
-any proxy; a ``<meta http-equiv="refresh">`` reloads it. Per server: AMI up or down and since
+any proxy; a ``<meta http-equiv="refresh">`` reloads it, and its Content-Security-Policy
+(``default-src 'none'``) keeps anything else from loading. Per server: AMI up or down and since
 when, the last error (login failure, disconnect), active channels and calls, originates and
 hangups over the last minutes with sparklines from :mod:`ami_exporter.web.history`, and the top
-hangup causes. Every dynamic string is HTML-escaped. The state holds no caller number or name,
-so none can reach the page.
+hangup causes. The state holds no caller number or name, so none can reach the page.
+
+The markup and the CSS are package data (``templates/``), read once at import. Their
+``${...}`` placeholders are filled by :func:`_fill`, which HTML-escapes every value but the
+fragments already rendered (:class:`Markup`): every dynamic string is escaped.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import html
 import itertools
 import time
 from collections.abc import Sequence
+from importlib import resources
+from string import Template
 from typing import Final
 
 from ami_exporter import __version__
@@ -40,47 +46,6 @@ CAUSE_HINTS: Final[dict[str, str]] = {
     "41": "temporary failure: carrier",
     "42": "switch congestion: carrier",
 }
-
-_CSS: Final = """
-:root{color-scheme:light;--fg:#1d2430;--muted:#5b6778;--line:#d9dee6;--card:#fff;--bg:#f3f5f8;
---up:#137a3a;--down:#b3261e;--accent:#2f6fbf;--warn:#8a5a00}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);
-font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-header{background:#1f2a3a;color:#fff;padding:14px 24px;display:flex;flex-wrap:wrap;
-align-items:baseline;gap:8px 24px}
-header h1{font-size:20px;margin:0;font-weight:600}
-header .meta{color:#c9d3e0;font-size:13px}
-header nav{margin-left:auto;font-size:14px}
-header nav a{color:#fff;margin-left:14px}
-main{padding:18px 24px;display:grid;gap:18px}
-.server{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px 18px}
-.server h2{margin:0 0 4px;font-size:18px;display:flex;align-items:center;gap:10px;flex-wrap:wrap}
-.badge{font-size:13px;font-weight:700;padding:2px 10px;border-radius:12px;color:#fff;
-letter-spacing:.04em;text-transform:uppercase}
-.badge.up{background:var(--up)}.badge.down{background:var(--down)}
-.since{color:var(--muted);font-size:14px;font-weight:400}
-.facts{color:var(--muted);font-size:13px;margin:2px 0 10px}
-.error{border-left:4px solid var(--down);background:#fbeceb;padding:6px 10px;margin:8px 0;
-font-size:14px}
-.error.past{border-color:var(--warn);background:#fdf5e6}
-.tiles{display:grid;grid-template-columns:repeat(auto-fit,minmax(210px,1fr));gap:12px;
-margin:10px 0}
-.tile{border:1px solid var(--line);border-radius:6px;padding:8px 12px}
-.tile .label{color:var(--muted);font-size:13px}
-.tile .value{font-size:28px;font-weight:650;line-height:1.2}
-.tile .sub{color:var(--muted);font-size:12px}
-svg.spark{display:block;width:100%;height:40px;margin-top:4px}
-table{border-collapse:collapse;width:100%;max-width:960px;font-size:14px}
-td.hint{white-space:nowrap;color:var(--muted)}
-th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line)}
-th{color:var(--muted);font-weight:600;font-size:13px}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-.bar{height:8px;background:var(--accent);border-radius:4px;min-width:2px}
-h3{font-size:14px;margin:14px 0 4px}
-footer{color:var(--muted);font-size:12px;padding:0 24px 24px}
-.none{color:var(--muted);font-size:14px}
-"""
 
 
 def human_duration(seconds: float) -> str:
@@ -165,15 +130,39 @@ def top_hangup_causes(state: ServerState, limit: int = TOP_CAUSES) -> list[tuple
     return [(cause, name, count) for (cause, name), count in ranked[:limit] if count > 0]
 
 
-def _tile(label: str, value: str, sub: str, chart: str) -> str:
-    return (
-        f'<div class="tile"><div class="label">{html.escape(label)}</div>'
-        f'<div class="value">{html.escape(value)}</div>'
-        f'<div class="sub">{html.escape(sub)}</div>{chart}</div>'
+def _load(name: str) -> str:
+    return (resources.files(__package__) / "templates" / name).read_text(encoding="utf-8")
+
+
+def _fragment(name: str) -> Template:
+    """A template spliced into another: its file's final newline is not part of it."""
+    return Template(_load(name).removesuffix("\n"))
+
+
+_PAGE: Final = Template(_load("status.html"))
+_CSS: Final = _load("status.css")
+_SERVER: Final = _fragment("server.html")
+_TILE: Final = _fragment("tile.html")
+_CAUSES: Final = _fragment("causes.html")
+_CAUSE_ROW: Final = _fragment("cause-row.html")
+
+
+class Markup(str):
+    """Text that is already HTML (a rendered fragment): :func:`_fill` inserts it as it is."""
+
+    __slots__ = ()
+
+
+def _fill(template: Template, **values: object) -> Markup:
+    """The template with every value HTML-escaped, but :class:`Markup`."""
+    return Markup(
+        template.substitute(
+            {k: v if isinstance(v, Markup) else html.escape(str(v)) for k, v in values.items()}
+        )
     )
 
 
-def _server_section(state: ServerState, history: History | None, now: float) -> str:
+def _server_section(state: ServerState, history: History | None, now: float) -> Markup:
     samples = history.series(state) if history is not None else []
     live = take_sample(state, now)
     if not samples or samples[-1].timestamp < now:
@@ -183,6 +172,19 @@ def _server_section(state: ServerState, history: History | None, now: float) -> 
         f"{status} since {_clock_time(state.state_since, now)} "
         f"({human_duration(now - state.state_since)})"
     )
+    return _fill(
+        _SERVER,
+        name=state.name,
+        status=status,
+        since=since,
+        facts=" · ".join(_facts(state, now)),
+        error=_last_error(state, now),
+        tiles=Markup("\n".join(_tiles(samples, live, history, now))),
+        causes=_causes_table(state),
+    )
+
+
+def _facts(state: ServerState, now: float) -> list[str]:
     facts = []
     if state.version:
         facts.append(f"Asterisk {state.version}")
@@ -203,102 +205,104 @@ def _server_section(state: ServerState, history: History | None, now: float) -> 
         f"{errors} connection errors, {failures} login failures, {disconnects} disconnects "
         "since the exporter started"
     )
+    return facts
 
-    parts = [
-        '<section class="server">',
-        f'<h2><span class="name">{html.escape(state.name)}</span>'
-        f'<span class="badge {status}">{status}</span>'
-        f'<span class="since">AMI {html.escape(since)}</span></h2>',
-        f'<p class="facts">{html.escape(" · ".join(facts))}</p>',
-    ]
+
+def _last_error(state: ServerState, now: float) -> Markup:
+    """The current error, else the last one with its time (the session recovered since)."""
     if state.last_error:
-        parts.append(
+        return Markup(
             f'<div class="error"><strong>Last error:</strong> {html.escape(state.last_error)}</div>'
         )
-    elif state.last_problem and state.last_problem_timestamp is not None:
+    if state.last_problem and state.last_problem_timestamp is not None:
         when = _clock_time(state.last_problem_timestamp, now)
-        parts.append(
+        return Markup(
             f'<div class="error past"><strong>Last error</strong> ({html.escape(when)}, '
             f"{html.escape(human_duration(now - state.last_problem_timestamp))} ago): "
             f"{html.escape(state.last_problem)}</div>"
         )
-    else:
-        parts.append('<p class="none">Last error: none</p>')
+    return Markup('<p class="none">Last error: none</p>')
 
+
+def _tiles(
+    samples: list[Sample], live: Sample, history: History | None, now: float
+) -> list[Markup]:
+    """Channels, calls, originates and hangups: the number, a subtitle, a sparkline."""
     span = samples[-1].timestamp - samples[0].timestamp
     over = f"last {human_duration(span)}" if len(samples) > 1 else "no history yet"
-    channels_chart = sparkline(
-        [(s.timestamp, float(s.channels)) for s in samples],
-        label=f"active channels, {over}",
-        color="#2f6fbf",
-    )
-    calls_chart = sparkline(
-        [(s.timestamp, float(s.calls)) for s in samples],
-        label=f"active calls, {over}",
-        color="#6a4fb3",
-    )
-    peak_channels = max(s.channels for s in samples)
-    peak_calls = max(s.calls for s in samples)
     baseline = _window_baseline(samples, now)
     if baseline is not None:
         age = now - baseline.timestamp
         window = f"last {human_duration(age - age % 60 if age >= 60 else age)}"
-        originates = str(live.originates - baseline.originates)
+        originates = live.originates - baseline.originates
         failed = live.originates_failed - baseline.originates_failed
-        hangups = str(live.hangups - baseline.hangups)
+        hangups = live.hangups - baseline.hangups
     else:
-        window, originates = "since start", str(live.originates)
-        failed, hangups = live.originates_failed, str(live.hangups)
+        window, originates = "since start", live.originates
+        failed, hangups = live.originates_failed, live.hangups
     # The live point closes a partial interval: leave it out of the per-interval charts once
     # there is a full one, or the last point would always dip.
     stored = samples[:-1] if len(samples) > 2 and samples[-1] is live else samples
-    originate_chart = sparkline(
-        _deltas(stored, "originates"),
-        label=f"originates per {_interval_text(history)}, {over}",
-        color="#137a3a",
-    )
-    hangup_chart = sparkline(
-        _deltas(stored, "hangups"),
-        label=f"hangups per {_interval_text(history)}, {over}",
-        color="#b3261e",
-    )
-    parts.append('<div class="tiles">')
-    parts.append(
-        _tile("Active channels", str(live.channels), f"peak {peak_channels}, {over}",
-              channels_chart)
-    )  # fmt: skip
-    parts.append(_tile("Active calls", str(live.calls), f"peak {peak_calls}, {over}", calls_chart))
-    parts.append(
-        _tile(f"Originates, {window}", originates,
-              f"{failed} failed · {live.originates} since start", originate_chart)
-    )  # fmt: skip
-    parts.append(_tile(f"Hangups, {window}", hangups, f"{live.hangups} since start", hangup_chart))
-    parts.append("</div>")
+    per = f"per {_interval_text(history)}, {over}"
+    return [
+        _tile(
+            "Active channels",
+            live.channels,
+            f"peak {max(s.channels for s in samples)}, {over}",
+            sparkline(
+                [(s.timestamp, float(s.channels)) for s in samples],
+                label=f"active channels, {over}",
+                color="#2f6fbf",
+            ),
+        ),
+        _tile(
+            "Active calls",
+            live.calls,
+            f"peak {max(s.calls for s in samples)}, {over}",
+            sparkline(
+                [(s.timestamp, float(s.calls)) for s in samples],
+                label=f"active calls, {over}",
+                color="#6a4fb3",
+            ),
+        ),
+        _tile(
+            f"Originates, {window}",
+            originates,
+            f"{failed} failed · {live.originates} since start",
+            sparkline(_deltas(stored, "originates"), label=f"originates {per}", color="#137a3a"),
+        ),
+        _tile(
+            f"Hangups, {window}",
+            hangups,
+            f"{live.hangups} since start",
+            sparkline(_deltas(stored, "hangups"), label=f"hangups {per}", color="#b3261e"),
+        ),
+    ]
 
+
+def _tile(label: str, value: int, sub: str, chart: str) -> Markup:
+    return _fill(_TILE, label=label, value=value, sub=sub, chart=Markup(chart))
+
+
+def _causes_table(state: ServerState) -> Markup:
     causes = top_hangup_causes(state)
-    parts.append("<h3>Top hangup causes <span class=\"since\">(since the exporter started)</span>"
-                 "</h3>")  # fmt: skip
-    if causes:
-        total = sum(state.hangups.values()) or 1
-        best = causes[0][2] or 1
-        rows = [
-            '<table class="causes"><tr><th>cause</th><th>name</th><th>meaning</th>'
-            '<th class="num">hangups</th><th class="num">share</th><th></th></tr>'
-        ]
-        for cause, name, count in causes:
-            width = max(1, round(100 * count / best))
-            rows.append(
-                f"<tr><td>{html.escape(cause)}</td><td>{html.escape(name)}</td>"
-                f'<td class="hint">{html.escape(CAUSE_HINTS.get(cause, ""))}</td>'
-                f'<td class="num">{count}</td><td class="num">{100 * count / total:.0f} %</td>'
-                f'<td style="width:30%"><div class="bar" style="width:{width}%"></div></td></tr>'
-            )
-        rows.append("</table>")
-        parts.append("".join(rows))
-    else:
-        parts.append('<p class="none">No hangup seen yet.</p>')
-    parts.append("</section>")
-    return "\n".join(parts)
+    if not causes:
+        return Markup('<p class="none">No hangup seen yet.</p>')
+    total = sum(state.hangups.values()) or 1
+    best = causes[0][2] or 1
+    rows = [
+        _fill(
+            _CAUSE_ROW,
+            cause=cause,
+            name=name,
+            hint=CAUSE_HINTS.get(cause, ""),
+            count=count,
+            share=f"{100 * count / total:.0f}",
+            width=max(1, round(100 * count / best)),
+        )
+        for cause, name, count in causes
+    ]
+    return _fill(_CAUSES, rows=Markup("".join(rows)))
 
 
 def _interval_text(history: History | None) -> str:
@@ -315,8 +319,6 @@ def render_status_page(
 ) -> bytes:
     """The whole page as UTF-8 bytes."""
     now = time.time() if now is None else now
-    up = sum(1 for st in states if st.up)
-    metrics = html.escape(telemetry_path)
     if history is not None:
         kept = human_duration(history.interval * history.points)
         keeps = f"History: the last {kept}, one point every {history.interval:g} s, in memory."
@@ -325,23 +327,16 @@ def render_status_page(
     sections = "\n".join(_server_section(st, history, now) for st in states)
     if not states:
         sections = '<p class="none">No server configured.</p>'
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{int(refresh)}">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>AMI status: {up}/{len(states)} up - ami-exporter</title>
-<style>{_CSS}</style></head>
-<body><header><h1>Asterisk AMI status</h1>
-<span class="meta">ami-exporter {html.escape(__version__)} · {up} of {len(states)} servers up ·
-updated {html.escape(_clock_time(now, now))} · refreshes every {int(refresh)} s</span>
-<nav><a href="{metrics}">Metrics</a><a href="/-/healthy">/-/healthy</a>
-<a href="/-/ready">/-/ready</a></nav></header>
-<main>
-{sections}
-</main>
-<footer>{html.escape(keeps)} Caller numbers and names are neither shown nor kept.
-Diagnose a server from the shell: <code>ami-exporter check</code>.</footer>
-</body></html>
-"""
+    page = _fill(
+        _PAGE,
+        refresh=int(refresh),
+        up=sum(1 for st in states if st.up),
+        total=len(states),
+        css=Markup(_CSS),
+        version=__version__,
+        updated=_clock_time(now, now),
+        metrics=telemetry_path,
+        sections=Markup(sections),
+        keeps=keeps,
+    )
     return page.encode("utf-8")

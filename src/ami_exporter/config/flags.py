@@ -1,0 +1,241 @@
+"""Command-line flags, and the flags, environment and files turned into an ExporterConfig.
+
+Go-style flags as other Prometheus exporters use them (``--web.listen-address`` ...), shared
+by the exporter and ``ami-exporter check``. The AMI secret never comes from a flag, because
+every local user can read process arguments: it comes from ``AMI_SECRET``,
+``--ami.secret-file`` or the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from typing import Any, Final, NoReturn
+
+from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.model import (
+    DEFAULT_AMI_ADDRESS,
+    DEFAULT_LISTEN_ADDRESS,
+    ExporterConfig,
+    ServerConfig,
+)
+from ami_exporter.config.servers import load_config_file
+from ami_exporter.config.values import Warn, parse_host_port, positive_seconds, read_secret_file
+from ami_exporter.config.web import load_web_config
+
+__all__ = ["LOG_FORMATS", "LOG_LEVELS", "build_arg_parser", "config_from_args"]
+
+LOG_LEVELS: Final = ("debug", "info", "warn", "error")
+LOG_FORMATS: Final = ("logfmt", "json")
+RESERVED_PATHS: Final = ("/", "/-/healthy", "/-/ready")
+# The --ami.tls* flags that only make sense with --ami.tls, and their ServerConfig fields.
+TLS_ONLY_FLAGS: Final = (
+    ("--ami.tls-ca-file", "tls_ca_file"),
+    ("--ami.tls-server-name", "tls_server_name"),
+    ("--ami.tls-insecure-skip-verify", "tls_insecure_skip_verify"),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, naming the problem; exit 2 like every bad flag or config.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_arg_parser(version: str) -> argparse.ArgumentParser:
+    """The exporter's flags; ``version`` is what ``--version`` prints after the name."""
+    p = _Parser(
+        prog="ami-exporter",
+        description="Prometheus exporter for the Asterisk Manager Interface (AMI).",
+        epilog="'ami-exporter check [same flags]' diagnoses each AMI server once and exits "
+        "(0: all well; see README).",
+    )
+    _add_ami_flags(p)
+    _add_tls_flags(p)
+    _add_web_flags(p)
+    p.add_argument(
+        "--config.file",
+        dest="config_file",
+        metavar="FILE",
+        help="YAML file with a 'servers:' list (one exporter, many Asterisks)",
+    )
+    p.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=LOG_FORMATS)
+    p.add_argument(
+        "--demo", action="store_true", help="start a simulated Asterisk in-process and monitor it"
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"ami-exporter {version} (python {platform.python_version()})",
+    )
+    return p
+
+
+def _add_ami_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ami.address",
+        dest="ami_address",
+        default=DEFAULT_AMI_ADDRESS,
+        metavar="HOST:PORT",
+        help="AMI address (default %(default)s)",
+    )
+    p.add_argument(
+        "--ami.username",
+        dest="ami_username",
+        default=os.environ.get("AMI_USERNAME"),
+        help="AMI user (default: $AMI_USERNAME)",
+    )
+    p.add_argument(
+        "--ami.secret-file",
+        dest="ami_secret_file",
+        metavar="FILE",
+        help="file holding the AMI secret (default: $AMI_SECRET)",
+    )
+    p.add_argument(
+        "--ami.server-name",
+        dest="ami_server_name",
+        help="value of the 'server' label (default: the AMI address)",
+    )
+    p.add_argument(
+        "--ami.ping-interval",
+        dest="ping_interval",
+        default="10",
+        metavar="SECONDS",
+        help="Ping period; no answer within it means a dead session (default 10)",
+    )
+    p.add_argument(
+        "--ami.resync-interval",
+        dest="resync_interval",
+        default="60",
+        metavar="SECONDS",
+        help="CoreShowChannels resync period (default 60)",
+    )
+    p.add_argument(
+        "--ami.connect-timeout",
+        dest="connect_timeout",
+        default="5",
+        metavar="SECONDS",
+        help="TCP connect and banner timeout (default 5)",
+    )
+
+
+def _add_tls_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ami.tls",
+        dest="ami_tls",
+        action="store_true",
+        default=None,
+        help="connect to AMI over TLS (manager.conf tlsenable, usually port 5039)",
+    )
+    p.add_argument(
+        "--ami.tls-ca-file",
+        dest="ami_tls_ca_file",
+        metavar="FILE",
+        help="CA certificates (PEM) to verify the AMI server with (default: the system's)",
+    )
+    p.add_argument(
+        "--ami.tls-server-name",
+        dest="ami_tls_server_name",
+        metavar="NAME",
+        help="name expected in the AMI server's certificate (default: the host)",
+    )
+    p.add_argument(
+        "--ami.tls-insecure-skip-verify",
+        dest="ami_tls_insecure_skip_verify",
+        action="store_true",
+        default=None,
+        help="TLS without checking the AMI server's certificate (testing only)",
+    )
+
+
+def _add_web_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="TLS and basic auth for the HTTP side (exporter-toolkit web config format)",
+    )
+    p.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=DEFAULT_LISTEN_ADDRESS,
+        metavar="[HOST]:PORT",
+        help="HTTP listen address (default %(default)s)",
+    )
+    p.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        help="path of the metrics endpoint (default %(default)s)",
+    )
+
+
+def config_from_args(
+    args: argparse.Namespace, env: dict[str, str], warn: Warn | None = None
+) -> ExporterConfig:
+    """Validate the flags, the environment and the config files into an ExporterConfig.
+
+    Plain data: the files named in it (TLS certificates, CA files) are loaded by the layers
+    that use them, :func:`ami_exporter.cli.prepare.prepare` at start.
+    """
+    listen_host, listen_port = parse_host_port(args.listen_address, "--web.listen-address")
+    _check_telemetry_path(args.telemetry_path)
+    intervals: dict[str, Any] = {
+        "ping_interval": positive_seconds(args.ping_interval, "--ami.ping-interval"),
+        "resync_interval": positive_seconds(args.resync_interval, "--ami.resync-interval"),
+        "connect_timeout": positive_seconds(args.connect_timeout, "--ami.connect-timeout"),
+    }
+    secret = env.get("AMI_SECRET") or None
+    if args.ami_secret_file:
+        secret = read_secret_file(args.ami_secret_file, "--ami.secret-file", warn)
+    tls = _tls_flags(args)
+    # Parsed now, so a bad file exits 2 before anything listens.
+    web = load_web_config(args.web_config_file) if args.web_config_file else None
+    servers: list[ServerConfig]
+    if args.demo:
+        servers = []  # filled in once the simulator listens
+    elif args.config_file:
+        defaults = {"username": args.ami_username, "secret": secret, **intervals, **tls}
+        servers = load_config_file(args.config_file, defaults, warn)
+    else:
+        servers = [_flag_server(args, secret, {**intervals, **tls})]
+    return ExporterConfig(tuple(servers), listen_host, listen_port, args.telemetry_path, web)
+
+
+def _check_telemetry_path(path: str) -> None:
+    if not path.startswith("/"):
+        raise ConfigError(f"--web.telemetry-path: {path!r} must start with '/'")
+    if any(c.isspace() or c in "?#" for c in path):
+        raise ConfigError(f"--web.telemetry-path: {path!r} may not contain spaces, '?' or '#'")
+    if path in RESERVED_PATHS:
+        raise ConfigError(f"--web.telemetry-path: {path!r} is a reserved path")
+
+
+def _tls_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--ami.tls*`` flags as ServerConfig fields (defaults for the servers file)."""
+    tls = {
+        "tls": bool(args.ami_tls),
+        "tls_ca_file": args.ami_tls_ca_file,
+        "tls_server_name": args.ami_tls_server_name,
+        "tls_insecure_skip_verify": bool(args.ami_tls_insecure_skip_verify),
+    }
+    if not args.ami_tls and not args.config_file:
+        for flag, key in TLS_ONLY_FLAGS:
+            if tls[key]:
+                raise ConfigError(f"{flag} needs --ami.tls")
+    return tls
+
+
+def _flag_server(
+    args: argparse.Namespace, secret: str | None, options: dict[str, Any]
+) -> ServerConfig:
+    """The one server the ``--ami.*`` flags describe (no ``--config.file``)."""
+    host, port = parse_host_port(args.ami_address, "--ami.address", "127.0.0.1")
+    if not args.ami_username:
+        raise ConfigError("no AMI user: set --ami.username or AMI_USERNAME")
+    if not secret:
+        raise ConfigError("no AMI secret: set AMI_SECRET or --ami.secret-file")
+    name = args.ami_server_name or args.ami_address
+    return ServerConfig(name, host, port, args.ami_username, secret, **options)

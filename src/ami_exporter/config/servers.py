@@ -1,0 +1,182 @@
+"""``--config.file``: the YAML ``servers:`` list, one exporter for many Asterisks.
+
+Keys a server leaves out default to the ``--ami.*`` flags (and ``AMI_SECRET``). Every problem
+is a one-line :class:`~ami_exporter.config.errors.ConfigError` naming ``file:line``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.model import ServerConfig
+from ami_exporter.config.values import Warn, parse_host_port, positive_seconds, read_secret_file
+from ami_exporter.config.yaml import Node, compose_file
+
+__all__ = ["SERVER_KEYS", "load_config_file"]
+
+SERVER_KEYS: Final = frozenset(
+    {
+        "name",
+        "address",
+        "username",
+        "secret",
+        "secret_file",
+        "ping_interval",
+        "resync_interval",
+        "connect_timeout",
+        "tls",
+        "tls_ca_file",
+        "tls_server_name",
+        "tls_insecure_skip_verify",
+        "peers_include",
+        "peers_exclude",
+        "queues",
+        "vicidial",
+    }
+)
+_INTERVALS: Final = ("ping_interval", "resync_interval", "connect_timeout")
+
+
+def load_config_file(
+    path: str, defaults: dict[str, Any], warn: Warn | None = None
+) -> list[ServerConfig]:
+    """Parse the YAML ``servers:`` list; errors name the file and the line."""
+    names: set[str] = set()  # taken so far, in file order
+    return [_Entry(item, defaults).server(names, warn) for item in _server_items(path)]
+
+
+def _server_items(path: str) -> list[Node]:
+    root = compose_file(path, "--config.file")
+    if root is None or not root.is_mapping:
+        where = root.where if root is not None else path
+        raise ConfigError(f"{where}: the file must be a mapping with a 'servers:' list")
+    servers: Node | None = None
+    for key_node, value_node in root.pairs():
+        if key_node.key != "servers":
+            raise key_node.error(f"unknown top-level key {key_node.key!r}")
+        servers = value_node
+    items = servers.sequence() if servers is not None else None
+    if not items:
+        where = servers.where if servers is not None else path
+        raise ConfigError(f"{where}: 'servers' must be a non-empty list")
+    return items
+
+
+class _Entry:
+    """One item of the ``servers:`` list: its values, over the defaults from the flags."""
+
+    def __init__(self, item: Node, defaults: dict[str, Any]) -> None:
+        self.item = item
+        self.defaults = defaults
+        mapping = item.mapping(
+            "each server must be a mapping (name, address, ...)",
+            known=SERVER_KEYS,
+            unknown="unknown server key",
+        )
+        self.values = {key: (node.value(), node) for key, (_, node) in mapping.items()}
+
+    def has(self, key: str) -> bool:
+        return key in self.values
+
+    def get(self, key: str) -> tuple[Any, str]:
+        """The value of ``key`` (or its default) and ``file:line: key`` for error messages."""
+        if key in self.values:
+            value, node = self.values[key]
+            return value, f"{node.where}: {key}"
+        return self.defaults.get(key), f"{self.item.where}: {key}"
+
+    def server(self, names: set[str], warn: Warn | None) -> ServerConfig:
+        """The server; its name must not be in ``names`` (the earlier ones), and is added."""
+        host, port = self._address()
+        username = self._username()
+        secret = self._secret(warn)
+        name_value, where = self.get("name")
+        name = str(name_value) if name_value else f"{host}:{port}"
+        if name in names:
+            raise ConfigError(f"{where}: duplicate server name {name!r}")
+        names.add(name)
+        intervals: dict[str, Any] = {key: positive_seconds(*self.get(key)) for key in _INTERVALS}
+        return ServerConfig(
+            name=name,
+            host=host,
+            port=port,
+            username=username,
+            secret=secret,
+            **intervals,
+            **self._tls_options(),
+            **self._feature_options(),
+        )
+
+    def _address(self) -> tuple[str, int]:
+        address, where = self.get("address")
+        if address is None:
+            raise self.item.error("server has no 'address'")
+        return parse_host_port(str(address), where, "127.0.0.1")
+
+    def _username(self) -> str:
+        username, where = self.get("username")
+        if not isinstance(username, str) or not username:
+            raise ConfigError(f"{where}: a non-empty username is required")
+        return username
+
+    def _secret(self, warn: Warn | None) -> str:
+        if self.has("secret") and self.has("secret_file"):
+            raise self.item.error("give either 'secret' or 'secret_file', not both")
+        if self.has("secret_file"):
+            secret_path, where = self.get("secret_file")
+            return read_secret_file(str(secret_path), where, warn)
+        if self.has("secret"):
+            secret, where = self.get("secret")
+            if not isinstance(secret, str | int) or str(secret) == "":
+                raise ConfigError(f"{where}: secret must be a non-empty string")
+            return str(secret)
+        default = self.defaults.get("secret") or ""
+        if not default:
+            raise self.item.error("server has no 'secret' or 'secret_file'")
+        return str(default)
+
+    def _bool(self, key: str) -> bool:
+        """A true/false server option; absent means false."""
+        value, where = self.get(key)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} must be true or false")
+        return value
+
+    def _tls_options(self) -> dict[str, Any]:
+        """The per-server ``tls*`` keys (defaults from the ``--ami.tls*`` flags), validated."""
+        out: dict[str, Any] = {key: self._bool(key) for key in ("tls", "tls_insecure_skip_verify")}
+        for key in ("tls_ca_file", "tls_server_name"):
+            value, where = self.get(key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"{where}: {value!r} must be a non-empty string")
+            out[key] = value
+        if not out["tls"]:
+            for key in ("tls_ca_file", "tls_server_name", "tls_insecure_skip_verify"):
+                if out[key] and self.has(key):
+                    raise ConfigError(f"{self.get(key)[1]}: needs 'tls: true'")
+        return out
+
+    def _feature_options(self) -> dict[str, Any]:
+        """``peers_include``/``peers_exclude`` (regular expressions), ``queues``, ``vicidial``."""
+        out: dict[str, Any] = {}
+        for key in ("peers_include", "peers_exclude"):
+            value, where = self.get(key)
+            if value is not None:
+                _check_regex(value, where)
+            out[key] = value
+        for key in ("queues", "vicidial"):
+            out[key] = self._bool(key)
+        return out
+
+
+def _check_regex(value: Any, where: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: {value!r} must be a non-empty regular expression")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ConfigError(f"{where}: invalid regular expression {value!r}: {exc}") from None
