@@ -3,7 +3,7 @@
 A small HTTP/1.1 server on asyncio streams, in the same loop as the AMI clients. A scrape only
 walks small aggregate dicts (see :mod:`ami_exporter.metrics.collector`), so it holds the loop
 for about a millisecond; the kernel's socket buffers absorb AMI traffic meanwhile. Content
-negotiation (Prometheus text or OpenMetrics) is prometheus_client's own ``choose_encoder``.
+negotiation (Prometheus text or OpenMetrics) is :mod:`ami_exporter.metrics.exposition`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
-
+from ami_exporter.metrics.exposition import CollectorRegistry, encode
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.auth import BasicAuth
 from ami_exporter.web.history import History
@@ -169,8 +167,7 @@ class WebServer:
     def _route(self, request: _Request) -> _Response:
         path = request.target.split("?", 1)[0]
         if path == self.telemetry_path:
-            encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-            body = encoder(self.registry)
+            body, content_type = encode(self.registry, request.headers.get("accept", ""))
             extra = {}
             if "gzip" in request.headers.get("accept-encoding", ""):
                 body = gzip.compress(body, compresslevel=1)
