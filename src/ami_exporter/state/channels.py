@@ -250,7 +250,8 @@ class ChannelTracker:
     def on_hangup(self, msg: Message) -> None:
         name = msg.get("Channel") or ""
         if name[-1:] == ">" and _is_masquerade(name):
-            self._masquerade_gone(msg.get("Uniqueid"))
+            # 1.8/11 masquerade leftovers: no call ended, but the Uniqueid it carries left.
+            self._left(msg.get("Uniqueid"))
             return
         if self._vicidial.enabled:
             self._vicidial.observe(msg, hangup=True)
@@ -263,29 +264,22 @@ class ChannelTracker:
                 self._cause_labels[raw_cause] = cause_labels
         key = (tech, *cause_labels)
         self.hangups[key] = self.hangups.get(key, 0) + 1
-        uid = msg.get("Uniqueid")
-        if not uid:
-            return
-        if self._resyncing:
-            self._resync_hungup.add(uid)
-        if self._pending_gone:
-            self._unpend(uid)
-        channel = self._remove(uid)
+        channel = self._left(msg.get("Uniqueid"))
         if channel is not None and channel.created is not None:
             histogram = self.durations.get(channel.tech)
             if histogram is None:
                 histogram = self.durations[channel.tech] = Histogram()
             histogram.observe(max(0.0, self._monotonic() - channel.created))
 
-    def _masquerade_gone(self, uid: str | None) -> None:
-        # 1.8/11 masquerade leftovers: no call ended, but the Uniqueid it carries left.
+    def _left(self, uid: str | None) -> Channel | None:
+        """A Hangup's Uniqueid: no longer live, nor to be re-added by a resync in flight."""
         if not uid:
-            return
+            return None
         if self._resyncing:
             self._resync_hungup.add(uid)
         if self._pending_gone:
             self._unpend(uid)
-        self._remove(uid)
+        return self._remove(uid)
 
     def _unpend(self, uid: str) -> None:
         """A channel a resync removed hung up or is listed again: no ghost, unless its grace
