@@ -266,7 +266,7 @@ async def _run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO / "src"),
            "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
     env.update(extra)
     return env

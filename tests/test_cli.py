@@ -27,7 +27,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     """No AMI_* from the developer's shell; the package importable from the checkout."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(REPO / "src"),
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
     }

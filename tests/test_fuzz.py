@@ -232,7 +232,7 @@ def test_fuzz_target_bounded_run(tmp_path: Path) -> None:
     """The coverage-guided target (atheris when installed, else its random loop), ~10 s."""
     seconds = os.environ.get("AMI_FUZZ_SECONDS", "10")
     corpus = tmp_path / "corpus"  # seeded from tests/fixtures by the target itself
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run(
         [sys.executable, str(FUZZ_TARGET), f"-max_total_time={seconds}", "-rss_limit_mb=1024",
          str(corpus)],

@@ -79,7 +79,7 @@ def scrape(port: int, accept: str | None = None) -> tuple[int, str, bytes]:
 @pytest.fixture
 def demo_exporter(tmp_path: Path) -> Iterator[int]:
     port = free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO / "src")}
     log = (tmp_path / "exporter.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ami_exporter", "--demo", "--web.listen-address",

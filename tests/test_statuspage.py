@@ -195,7 +195,7 @@ def _sum(metrics: str, name: str) -> float:
 def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
     browser = _chromium()
     port = _free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO / "src"),
            "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
