@@ -56,6 +56,7 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
+@pytest.mark.e2e
 def test_promtool_check_rules_is_clean() -> None:
     result = promtool("check", "rules", str(RULES.relative_to(ROOT)))
     output = result.stdout + result.stderr
@@ -64,6 +65,7 @@ def test_promtool_check_rules_is_clean() -> None:
     assert "warning" not in output.lower(), output
 
 
+@pytest.mark.e2e
 def test_promtool_rule_unit_tests_pass() -> None:
     assert RULE_TESTS, "no promtool test files in tests/alerts/"
     result = promtool("test", "rules", *(str(p.relative_to(ROOT)) for p in RULE_TESTS))
@@ -72,6 +74,7 @@ def test_promtool_rule_unit_tests_pass() -> None:
     assert output.count("SUCCESS") == len(RULE_TESTS), output
 
 
+@pytest.mark.e2e
 def test_promtool_check_example_config_with_rules() -> None:
     result = promtool("check", "config", str(EXAMPLE_CONFIG.relative_to(ROOT)))
     output = result.stdout + result.stderr

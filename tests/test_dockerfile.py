@@ -48,6 +48,7 @@ def final_stage() -> list[tuple[str, str]]:
     return instrs[last_from:]
 
 
+@pytest.mark.e2e
 def test_hadolint_clean() -> None:
     # Also look next to the running interpreter (a virtualenv that is not activated).
     hadolint = shutil.which("hadolint") or shutil.which(

@@ -16,7 +16,6 @@ import asyncio
 import json
 import re
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -27,9 +26,9 @@ from typing import Any
 
 import pytest
 import yaml
-from exporter_harness import running_exporter, server_config, wait_for
+from helpers import free_port, running_exporter, server_config, wait_for
 
-from ami_simulator.server import OUTCOMES, SimulatedAsterisk, SimulatorConfig
+from ami_simulator.server import OUTCOMES, SimulatedAsterisk
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "ami-exporter.rules.yml"
@@ -52,12 +51,6 @@ def require_binary(name: str) -> str:
             pytrace=False,
         )
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, Any]:
@@ -159,63 +152,57 @@ async def failed_login(port: int) -> None:
         writer.close()
 
 
-async def test_real_prometheus_scrapes_evaluates_rules_and_dashboard(tmp_path: Path) -> None:
+async def test_real_prometheus_scrapes_evaluates_rules_and_dashboard(
+    tmp_path: Path, make_simulator: Callable[..., Awaitable[SimulatedAsterisk]]
+) -> None:
     prometheus = require_binary("prometheus")
     started = time.monotonic()
-    sim = SimulatedAsterisk(
-        SimulatorConfig(
-            port=0, calls_per_second=20, hold_time=1.0, ring_time=0.05, auth_delay=0.05, seed=1
-        )
+    sim = await make_simulator(calls_per_second=20, hold_time=1.0)
+    config = server_config(
+        sim.port, name=SERVER, ping_interval=1.0, resync_interval=2.0, queues=True
     )
-    await sim.start()
-    try:
-        config = server_config(
-            sim.port, name=SERVER, ping_interval=1.0, resync_interval=2.0, queues=True
-        )
-        async with running_exporter(config) as exporter:
-            await wait_for(lambda: exporter.state.up, 5, "the exporter's AMI login")
-            for outcome in OUTCOMES:  # every hangup cause group, whatever the random mix
-                sim.start_call(outcome, hold_time=1.0)
-            await failed_login(sim.port)
-            # a trunk status change and a waiting caller, for the Trunks and Queues rows
-            sim.extras.set_peer_status("IAX2", "iax-peer", "Lagged", rtt_ms=40)
-            sim.extras.add_queue_caller("support", waiting_since=time.time() - 20)
+    async with running_exporter(config) as exporter:
+        await wait_for(lambda: exporter.state.up, 5, "the exporter's AMI login")
+        for outcome in OUTCOMES:  # every hangup cause group, whatever the random mix
+            sim.start_call(outcome, hold_time=1.0)
+        await failed_login(sim.port)
+        # a trunk status change and a waiting caller, for the Trunks and Queues rows
+        sim.extras.set_peer_status("IAX2", "iax-peer", "Lagged", rtt_ms=40)
+        sim.extras.add_queue_caller("support", waiting_since=time.time() - 20)
 
-            port = free_port()
-            target = f"127.0.0.1:{exporter.web.port}"
-            prom_config = {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES)],
-                "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
-            }
-            config_file = tmp_path / "prometheus.yml"
-            config_file.write_text(yaml.safe_dump(prom_config))
-            log = tmp_path / "prometheus.log"
-            with log.open("wb") as log_fh:
-                proc = await asyncio.create_subprocess_exec(
-                    prometheus,
-                    f"--config.file={config_file}",
-                    f"--storage.tsdb.path={tmp_path / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--storage.tsdb.retention.time=1h",
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_fh,
-                    stderr=asyncio.subprocess.STDOUT,
-                    cwd=tmp_path,
-                )
-            api = PromAPI(port, proc, log)
+        port = free_port()
+        target = f"127.0.0.1:{exporter.web.port}"
+        prom_config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+        }
+        config_file = tmp_path / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(prom_config))
+        log = tmp_path / "prometheus.log"
+        with log.open("wb") as log_fh:
+            proc = await asyncio.create_subprocess_exec(
+                prometheus,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=1h",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fh,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        api = PromAPI(port, proc, log)
+        try:
+            await run_checks(api, exporter.web.port, sim)
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
             try:
-                await run_checks(api, exporter.web.port, sim)
-            finally:
-                if proc.returncode is None:
-                    proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-    finally:
-        await sim.stop()
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
     assert time.monotonic() - started < DEADLINE
 
 

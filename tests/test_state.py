@@ -10,30 +10,16 @@ import re
 from collections import Counter
 
 import pytest
-from conftest import FIXTURES, read_capture
+from helpers import FIXTURES, FakeClock, capture_messages, ev, read_capture, replay_events
 
-from ami_exporter.ami.protocol import AMIParser, Message
+from ami_exporter.ami.protocol import Message
 from ami_exporter.state.server import ServerState
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def messages(name: str) -> list[Message]:
-    return AMIParser().feed(read_capture(name))
+messages = capture_messages
 
 
 def replay(name: str, state: ServerState | None = None) -> ServerState:
-    state = state or ServerState("test")
-    for msg in messages(name):
-        if msg.kind == "event":
-            state.handle_event(msg)
-    return state
+    return replay_events(state or ServerState("test"), name)
 
 
 def raw_blocks(name: str) -> list[dict[str, str]]:
@@ -165,26 +151,22 @@ def test_fully_booted_sets_start_and_reload_times() -> None:
     assert state.reload_timestamp == clock.now - 9
 
 
-def _event(name: str, **fields: str) -> Message:
-    return Message("event", name, [("Event", name), *fields.items()])
-
-
 def _newchannel(uid: str, linkedid: str | None = None, chan: str = "PJSIP/100-0001") -> Message:
-    return _event("Newchannel", Channel=chan, ChannelStateDesc="Ring", Uniqueid=uid,
-                  Linkedid=linkedid or uid)  # fmt: skip
+    return ev("Newchannel", Channel=chan, ChannelStateDesc="Ring", Uniqueid=uid,
+              Linkedid=linkedid or uid)  # fmt: skip
 
 
 def test_restart_detected_from_uptime_clears_channels() -> None:
     clock = FakeClock()
     state = ServerState("test", clock=clock)
-    state.handle_event(_event("FullyBooted", Uptime="500", LastReload="500"))
+    state.handle_event(ev("FullyBooted", Uptime="500", LastReload="500"))
     state.handle_event(_newchannel("1.1"))
     clock.now += 60
     # Same boot seen again on a reconnect (Uptime grew with the clock): no restart.
-    state.handle_event(_event("FullyBooted", Uptime="560", LastReload="560"))
+    state.handle_event(ev("FullyBooted", Uptime="560", LastReload="560"))
     assert len(state.channels) == 1
     clock.now += 60
-    state.handle_event(_event("FullyBooted", Uptime="3", LastReload="3"))
+    state.handle_event(ev("FullyBooted", Uptime="3", LastReload="3"))
     assert state.channels == {}
     assert state.channels_by_tech == {"PJSIP": 0}
     assert state.restarts_detected == 1
@@ -208,7 +190,7 @@ def test_restart_detected_from_corestatus() -> None:
 def test_shutdown_clears_channels() -> None:
     state = ServerState("test")
     state.handle_event(_newchannel("1.1"))
-    state.handle_event(_event("Shutdown", Shutdown="Cleanly", Restart="True"))
+    state.handle_event(ev("Shutdown", Shutdown="Cleanly", Restart="True"))
     assert state.shutdown_seen
     assert state.channels == {}
 
@@ -219,9 +201,9 @@ def test_resync_adds_untracked_and_removes_ghosts_after_grace() -> None:
     state.handle_event(_newchannel("1.1"))
     state.handle_event(_newchannel("1.2"))
     state.resync_begin()
-    snapshot = [_event("CoreShowChannel", Channel="SIP/trunk-1", ChannelStateDesc="Up",
+    snapshot = [ev("CoreShowChannel", Channel="SIP/trunk-1", ChannelStateDesc="Up",
                        Uniqueid="1.2", Linkedid="1.2"),
-                _event("CoreShowChannel", Channel="SIP/trunk-2", ChannelStateDesc="Up",
+                ev("CoreShowChannel", Channel="SIP/trunk-2", ChannelStateDesc="Up",
                        Uniqueid="1.3", Linkedid="1.3")]  # fmt: skip
     added, removed = state.resync_complete(snapshot)
     assert (added, removed) == (1, 1)
@@ -240,7 +222,7 @@ def test_late_hangup_within_grace_is_not_a_ghost() -> None:
     state.handle_event(_newchannel("1.1"))
     state.resync_begin()
     state.resync_complete([])
-    state.handle_event(_event("Hangup", Channel="PJSIP/100-0001", Uniqueid="1.1", Cause="16"))
+    state.handle_event(ev("Hangup", Channel="PJSIP/100-0001", Uniqueid="1.1", Cause="16"))
     mono.now += 5
     state.settle()
     assert state.resync_removed == 0
@@ -253,8 +235,8 @@ def test_resync_keeps_channels_newer_than_the_snapshot_and_skips_hung_up_ones() 
     state.resync_begin()
     # Between the request and the list's end: a new channel, and a Hangup of a listed one.
     state.handle_event(_newchannel("1.5"))
-    state.handle_event(_event("Hangup", Channel="PJSIP/100-0001", Uniqueid="1.1", Cause="16"))
-    listed = _event("CoreShowChannel", Channel="PJSIP/100-0001", ChannelStateDesc="Up",
+    state.handle_event(ev("Hangup", Channel="PJSIP/100-0001", Uniqueid="1.1", Cause="16"))
+    listed = ev("CoreShowChannel", Channel="PJSIP/100-0001", ChannelStateDesc="Up",
                     Uniqueid="1.1")  # fmt: skip
     assert state.resync_complete([listed]) == (0, 0)
     assert set(state.channels) == {"1.5"}
@@ -262,13 +244,13 @@ def test_resync_keeps_channels_newer_than_the_snapshot_and_skips_hung_up_ones() 
 
 def test_odd_fields_never_raise_and_labels_stay_bounded() -> None:
     state = ServerState("test")
-    state.handle_event(_event("Hangup", Channel="\udcff/x", Cause="999"))
-    state.handle_event(_event("Newchannel"))  # no Channel, no Uniqueid
-    state.handle_event(_event("OriginateResponse", Response="Failure", Reason="77"))
-    state.handle_event(_event("DialEnd", DialStatus="GOTO:ctx,s,1"))
+    state.handle_event(ev("Hangup", Channel="\udcff/x", Cause="999"))
+    state.handle_event(ev("Newchannel"))  # no Channel, no Uniqueid
+    state.handle_event(ev("OriginateResponse", Response="Failure", Reason="77"))
+    state.handle_event(ev("DialEnd", DialStatus="GOTO:ctx,s,1"))
     for i in range(200):
         state.handle_event(_newchannel(f"9.{i}", chan=f"Tech{i}/x"))
-        state.handle_event(_event(f"Custom{i}"))
+        state.handle_event(ev(f"Custom{i}"))
     assert ("other", "other", "UNKNOWN") in state.hangups
     assert state.originates[("failure", "other")] == 1
     assert state.dials == {"goto": 1}
@@ -280,7 +262,7 @@ def test_legacy_uniqueid_spelling_in_resync() -> None:
     """Asterisk 11's CoreShowChannel says UniqueID; lookups ignore case."""
     state = ServerState("test")
     state.resync_begin()
-    item = _event("CoreShowChannel", Channel="SIP/a-1", ChannelStateDesc="Up", UniqueID="7.1")
+    item = ev("CoreShowChannel", Channel="SIP/a-1", ChannelStateDesc="Up", UniqueID="7.1")
     assert state.resync_complete([item]) == (1, 0)
     assert state.channels["7.1"].tech == "SIP"
 
