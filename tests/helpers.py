@@ -10,6 +10,7 @@ import contextlib
 import functools
 import gzip
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -304,6 +305,18 @@ async def running_exporter(
 
 
 # ---------------------------------------------------------------------------- processes
+
+PROMETHEUS_HINT = "apt-get install prometheus (Debian's package, as .ci/run does)"
+
+
+def require_binary(*names: str, install: str) -> str:
+    """The path of the first of ``names`` found on PATH (or beside this interpreter, for a
+    virtualenv that is not activated); a missing tool fails the test, never skips it."""
+    for name in names:
+        path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+        if path is not None:
+            return path
+    pytest.fail(f"{names[0]} not found on PATH: {install}", pytrace=False)
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, read_capture
+from helpers import REPO, SRC, read_capture
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -261,7 +261,7 @@ def _run_fuzz_target(tmp_path: Path, *, block_atheris: bool) -> str:
         [sys.executable, "-c", _RUN_TARGET, str(FUZZ_TARGET), "1" if block_atheris else "0",
          bound, "-seed=1", "-rss_limit_mb=1024", str(corpus)],
         capture_output=True, text=True, timeout=float(seconds or 0) + 120, check=False,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "AMI_FUZZ_SEED": "1"},
+        env={**os.environ, "PYTHONPATH": str(SRC), "AMI_FUZZ_SEED": "1"},
         cwd=tmp_path,
     )  # fmt: skip
     output = result.stdout + result.stderr

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -26,11 +25,19 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import free_port, running_exporter, server_config, wait_for
+from helpers import (
+    PROMETHEUS_HINT,
+    REPO,
+    free_port,
+    require_binary,
+    running_exporter,
+    server_config,
+    wait_for,
+)
 
 from ami_simulator.server import OUTCOMES, SimulatedAsterisk
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 RULES = ROOT / "alerts" / "ami-exporter.rules.yml"
 DASHBOARD = ROOT / "dashboards" / "asterisk-ami.json"
 JOB = "asterisk"
@@ -39,18 +46,6 @@ RATE_INTERVAL = "5s"  # Grafana's $__rate_interval for a 1 s scrape is 4 s; a li
 DEADLINE = 75.0  # the whole test, seconds
 
 pytestmark = pytest.mark.timeout(DEADLINE + 15)
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name!r} not found on PATH: this test needs a real Prometheus. Install Debian's "
-            "package (apt-get install prometheus, as .ci/run does) or put the prometheus and "
-            "promtool binaries on PATH.",
-            pytrace=False,
-        )
-    return path
 
 
 def http_get(url: str) -> tuple[int, Any]:
@@ -155,7 +150,7 @@ async def failed_login(port: int) -> None:
 async def test_real_prometheus_scrapes_evaluates_rules_and_dashboard(
     tmp_path: Path, make_simulator: Callable[..., Awaitable[SimulatedAsterisk]]
 ) -> None:
-    prometheus = require_binary("prometheus")
+    prometheus = require_binary("prometheus", install=PROMETHEUS_HINT)
     started = time.monotonic()
     sim = await make_simulator(calls_per_second=20, hold_time=1.0)
     config = server_config(

@@ -6,7 +6,6 @@ a skip, so CI cannot silently stop checking the exposition.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import clean_env, core_settings_answer, replay_events
+from helpers import (
+    PROMETHEUS_HINT,
+    clean_env,
+    core_settings_answer,
+    replay_events,
+    require_binary,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 from prometheus_client.openmetrics.parser import (
@@ -32,10 +37,7 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not found: apt-get install prometheus (Debian) to run this check")
-    return path
+    return require_binary("promtool", install=PROMETHEUS_HINT)
 
 
 def promtool_check(exposition: bytes) -> None:

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import REPO, FakeClock, clean_env, free_port, replay_events, wait_for
+from helpers import (
+    REPO,
+    FakeClock,
+    clean_env,
+    free_port,
+    http_get,
+    replay_events,
+    require_binary,
+    wait_for,
+)
 
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.history import History, take_sample
@@ -152,22 +159,6 @@ def test_human_duration(seconds: float, text: str) -> None:
 # ---------------------------------------------------------------------------- headless Chromium
 
 
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
-        return str(resp.read().decode())
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(
-        "chromium not found: install Debian's package (apt-get install -y "
-        "--no-install-recommends chromium); .ci/run does"
-    )
-
-
 def _sum(metrics: str, name: str) -> float:
     total = 0.0
     for line in metrics.splitlines():
@@ -178,7 +169,11 @@ def _sum(metrics: str, name: str) -> float:
 
 @pytest.mark.e2e
 def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
-    browser = _chromium()
+    browser = require_binary(
+        "chromium",
+        "chromium-browser",
+        install="apt-get install -y --no-install-recommends chromium (Debian); .ci/run does",
+    )
     port = free_port()
     env = clean_env()
     log = (tmp_path / "demo.log").open("wb")
@@ -193,7 +188,7 @@ def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
         while True:
             assert demo.poll() is None, (tmp_path / "demo.log").read_text()
             try:
-                metrics = _get(base + "/metrics")
+                metrics = http_get(base + "/metrics")[1]
                 if (
                     _sum(metrics, "asterisk_originates_total") >= 2
                     and _sum(metrics, "asterisk_hangups_total") >= 2
