@@ -314,10 +314,14 @@ def test_world_readable_secret_file_warns(tmp_path: Path, procs: list[Proc]) -> 
 
 
 def test_private_secret_file_does_not_warn(tmp_path: Path) -> None:
-    path = secret_file(tmp_path, "x", mode=0o600)
-    # Stops at the missing user, after the secret file was read.
-    result = run_exporter(["--ami.secret-file", str(path)], tmp_path)
-    one_error_line(result)
+    # Stops at the missing user, after the secret file was read and its mode checked: the
+    # same command warns about a world-readable file, and says nothing more for a 0600 one.
+    path = secret_file(tmp_path, "x", mode=0o644)
+    readable = run_exporter(["--ami.secret-file", str(path)], tmp_path)
+    assert any(str(path) in ln and "warn" in ln for ln in readable.stderr.splitlines())
+    path.chmod(0o600)
+    line = one_error_line(run_exporter(["--ami.secret-file", str(path)], tmp_path))
+    assert "--ami.username" in line
 
 
 def test_world_readable_secret_file_in_config_warns(tmp_path: Path) -> None:
