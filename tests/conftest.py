@@ -31,6 +31,7 @@ from ami_simulator.server import SimulatedAsterisk
 TIERS = ("unit", "e2e", "fuzz")
 TIER_OF_MODULE = {
     "test_alerts.py": "unit",
+    "test_amiserver.py": "unit",
     "test_check.py": "e2e",
     "test_cli.py": "e2e",
     "test_dashboard.py": "unit",
