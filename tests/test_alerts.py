@@ -6,18 +6,17 @@ unit-tested firing and not firing, annotated and documented; the example Prometh
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from helpers import PROMETHEUS_HINT, REPO, require_binary
 
 from ami_exporter.metrics.collector import AMICollector
 from ami_exporter.state.server import ServerState
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 RULES = ROOT / "alerts" / "ami-exporter.rules.yml"
 RULE_TESTS = sorted((ROOT / "tests" / "alerts").glob("*.test.yml"))
 EXAMPLE_CONFIG = ROOT / "examples" / "prometheus" / "prometheus.yml"
@@ -39,13 +38,7 @@ REQUIRED = {
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool not found on PATH: install Debian's prometheus package "
-            "(apt-get install prometheus, as .ci/run does), which brings promtool.",
-            pytrace=False,
-        )
+    path = require_binary("promtool", install=PROMETHEUS_HINT)
     return subprocess.run(
         [path, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
     )
@@ -56,6 +49,7 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
+@pytest.mark.e2e
 def test_promtool_check_rules_is_clean() -> None:
     result = promtool("check", "rules", str(RULES.relative_to(ROOT)))
     output = result.stdout + result.stderr
@@ -64,6 +58,7 @@ def test_promtool_check_rules_is_clean() -> None:
     assert "warning" not in output.lower(), output
 
 
+@pytest.mark.e2e
 def test_promtool_rule_unit_tests_pass() -> None:
     assert RULE_TESTS, "no promtool test files in tests/alerts/"
     result = promtool("test", "rules", *(str(p.relative_to(ROOT)) for p in RULE_TESTS))
@@ -72,6 +67,7 @@ def test_promtool_rule_unit_tests_pass() -> None:
     assert output.count("SUCCESS") == len(RULE_TESTS), output
 
 
+@pytest.mark.e2e
 def test_promtool_check_example_config_with_rules() -> None:
     result = promtool("check", "config", str(EXAMPLE_CONFIG.relative_to(ROOT)))
     output = result.stdout + result.stderr

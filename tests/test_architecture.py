@@ -13,13 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = REPO / "src"
 MAX_FUNCTION_LINES = 80
-
-pytestmark = pytest.mark.unit
 
 
 def _run(*argv: str) -> subprocess.CompletedProcess[str]:

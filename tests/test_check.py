@@ -12,22 +12,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import os
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from exporter_harness import server_config
-from scripted_ami import ScriptedAMI, closed_port, firewalled_port
+from amiserver import (
+    CAPTURED_CHANNELS,
+    SUCCESSFUL_AUTH,
+    TestAMIServer,
+    close_at_once,
+    greet_and_ignore,
+    login_in_use,
+    permission_denied,
+    silence,
+)
+from helpers import REPO, clean_env, closed_port, firewalled_port, server_config, wait_for
 
 from ami_exporter.cli import check
 from ami_exporter.cli.check import check_servers
 from ami_exporter.config.model import ServerConfig
-from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
+from ami_simulator.server import SimulatedAsterisk
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "Sup3r-S3cret-Value"
 WRONG = "Wr0ng-S3cret-Value"
 
@@ -55,15 +63,26 @@ def cfg(port: int, secret: str = SECRET, **kw: float) -> ServerConfig:
 
 
 @pytest.fixture
-async def simulator() -> AsyncIterator[SimulatedAsterisk]:
-    sim = SimulatedAsterisk(
-        SimulatorConfig(port=0, secret=SECRET, calls_per_second=0, auth_delay=0.05, seed=7)
-    )
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        await sim.stop()
+async def simulator(
+    make_simulator: Callable[..., Awaitable[SimulatedAsterisk]],
+) -> SimulatedAsterisk:
+    return await make_simulator(secret=SECRET, seed=7)
+
+
+@pytest.fixture
+def scripted(
+    ami_server: Callable[..., Awaitable[TestAMIServer]],
+) -> Callable[..., Awaitable[TestAMIServer]]:
+    """The test AMI server answering from the captures, with the 10 captured channels."""
+
+    async def start(**options: Any) -> TestAMIServer:
+        options.setdefault("channels", CAPTURED_CHANNELS)
+        return await ami_server(secret=SECRET, **options)
+
+    return start
+
+
+Scripted = Callable[..., Awaitable[TestAMIServer]]
 
 
 # ---------------------------------------------------------------------------- success
@@ -71,7 +90,8 @@ async def simulator() -> AsyncIterator[SimulatedAsterisk]:
 
 async def test_success_against_the_simulator(simulator: SimulatedAsterisk) -> None:
     simulator.start_call("answered", hold_time=30)
-    await asyncio.sleep(0.5)  # ring time, answer
+    await wait_for(lambda: [c["ChannelStateDesc"] for c in simulator.active_channels()]
+                   == ["Up", "Up"], what="the call answered")  # fmt: skip
     code, out = await run_check(cfg(simulator.port))
     assert code == 0, out
     assert step(out, "tcp").startswith(f"[ OK ] tcp 127.0.0.1:{simulator.port} connected in ")
@@ -139,25 +159,25 @@ async def test_tls_to_a_plain_ami_port(simulator: SimulatedAsterisk) -> None:
 # ---------------------------------------------------------------------------- banner
 
 
-async def test_no_banner() -> None:
-    async with ScriptedAMI(banner=None) as server:
-        code, out = await run_check(cfg(server.port, connect_timeout=0.5))
+async def test_no_banner(scripted: Scripted) -> None:
+    server = await scripted(banner=None)
+    code, out = await run_check(cfg(server.port, connect_timeout=0.5))
     assert code == check.EXIT_NOT_AMI == 4
     line = step(out, "banner")
     assert line.startswith("[FAIL] banner: connected, but no AMI banner within 0.5 s - ")
     assert "--ami.tls" in line
 
 
-async def test_closed_before_banner() -> None:
-    async with ScriptedAMI(close_at_once=True) as server:
-        code, out = await run_check(cfg(server.port))
+async def test_closed_before_banner(scripted: Scripted) -> None:
+    server = await scripted(on_connect=close_at_once)
+    code, out = await run_check(cfg(server.port))
     assert code == check.EXIT_NOT_AMI
     assert "authlimit" in step(out, "banner")
 
 
-async def test_not_ami() -> None:
-    async with ScriptedAMI(banner="SSH-2.0-OpenSSH_9.2") as server:
-        code, out = await run_check(cfg(server.port))
+async def test_not_ami(scripted: Scripted) -> None:
+    server = await scripted(on_connect=greet_and_ignore("SSH-2.0-OpenSSH_9.2"))
+    code, out = await run_check(cfg(server.port))
     assert code == check.EXIT_NOT_AMI
     assert step(out, "banner").startswith(
         "[FAIL] banner: 'SSH-2.0-OpenSSH_9.2' is not AMI - another service listens on port "
@@ -181,19 +201,19 @@ async def test_authentication_failed(simulator: SimulatedAsterisk, username: str
     assert "action" not in out
 
 
-async def test_login_already_in_use() -> None:
-    async with ScriptedAMI(login="in-use") as server:
-        code, out = await run_check(cfg(server.port))
+async def test_login_already_in_use(scripted: Scripted) -> None:
+    server = await scripted(on_action={"Login": login_in_use})
+    code, out = await run_check(cfg(server.port))
     assert code == check.EXIT_LOGIN
     line = step(out, "login")
     assert line.startswith("[FAIL] login as 'exporter': Login Already In Use - ")
     assert "allowmultiplelogin" in line
 
 
-async def test_login_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_login_timeout(monkeypatch: pytest.MonkeyPatch, scripted: Scripted) -> None:
     monkeypatch.setattr(check, "LOGIN_TIMEOUT_MIN", 0.5)
-    async with ScriptedAMI(login="silent") as server:
-        code, out = await run_check(cfg(server.port, connect_timeout=0.5))
+    server = await scripted(on_action={"Login": silence})
+    code, out = await run_check(cfg(server.port, connect_timeout=0.5))
     assert code == check.EXIT_LOGIN
     assert step(out, "login").startswith("[FAIL] login as 'exporter': no answer within 0.5 s")
 
@@ -201,9 +221,9 @@ async def test_login_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
 # ---------------------------------------------------------------------------- permissions
 
 
-async def test_permission_denied_names_the_write_class() -> None:
-    async with ScriptedAMI(denied=frozenset({"CoreShowChannels"})) as server:
-        code, out = await run_check(cfg(server.port))
+async def test_permission_denied_names_the_write_class(scripted: Scripted) -> None:
+    server = await scripted(on_action={"CoreShowChannels": permission_denied})
+    code, out = await run_check(cfg(server.port))
     assert code == check.EXIT_PERMISSION == 6
     assert step(out, "action CoreShowChannels") == (
         "[FAIL] action CoreShowChannels: Permission denied - the user lacks a write class for "
@@ -215,9 +235,9 @@ async def test_permission_denied_names_the_write_class() -> None:
     assert "active channels unknown" in step(out, "summary")
 
 
-async def test_captured_answers_give_channels_and_uptime() -> None:
-    async with ScriptedAMI() as server:
-        code, out = await run_check(cfg(server.port))
+async def test_captured_answers_give_channels_and_uptime(scripted: Scripted) -> None:
+    server = await scripted()
+    code, out = await run_check(cfg(server.port))
     assert code == 0, out
     # 10 channels of 3 calls in the real CoreShowChannels capture; Uptime 0 in FullyBooted.
     assert step(out, "action CoreShowChannels").startswith(
@@ -231,9 +251,9 @@ async def test_captured_answers_give_channels_and_uptime() -> None:
     assert login.get("Events") == "on"
 
 
-async def test_no_fully_booted_is_a_warning() -> None:
-    async with ScriptedAMI(read_system=False) as server:
-        code, out = await run_check(cfg(server.port))
+async def test_no_fully_booted_is_a_warning(scripted: Scripted) -> None:
+    server = await scripted(events=[SUCCESSFUL_AUTH])  # read = security only
+    code, out = await run_check(cfg(server.port))
     assert code == 0, out
     line = step(out, "events")
     assert line.startswith(
@@ -243,9 +263,9 @@ async def test_no_fully_booted_is_a_warning() -> None:
     assert out.rstrip().endswith("OK: 1 of 1 servers passed (1 warnings)")
 
 
-async def test_no_events_at_all() -> None:
-    async with ScriptedAMI(read_system=False, read_security=False) as server:
-        code, out = await run_check(cfg(server.port))
+async def test_no_events_at_all(scripted: Scripted) -> None:
+    server = await scripted(events=[])
+    code, out = await run_check(cfg(server.port))
     assert code == check.EXIT_PERMISSION
     line = step(out, "events")
     assert line.startswith("[FAIL] events: none within 0.5 s, not even FullyBooted - ")
@@ -265,17 +285,10 @@ async def _run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     return proc.returncode, stdout.decode(), stderr.decode()
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
-           "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-    env.update(extra)
-    return env
-
-
 async def test_cli_wrong_secret_exit_code_and_no_secret(simulator: SimulatedAsterisk) -> None:
     code, out, err = await _run_cli(
         "--ami.address", f"127.0.0.1:{simulator.port}",
-        env=_env(AMI_USERNAME="exporter", AMI_SECRET=WRONG),
+        env=clean_env(AMI_USERNAME="exporter", AMI_SECRET=WRONG),
     )  # fmt: skip
     assert code == 5, (out, err)
     assert "[FAIL] login as 'exporter': Authentication failed - " in out
@@ -288,7 +301,7 @@ async def test_cli_success(simulator: SimulatedAsterisk, tmp_path: Path) -> None
     secret_file.chmod(0o600)
     code, out, err = await _run_cli(
         "--ami.address", f"127.0.0.1:{simulator.port}", "--ami.secret-file", str(secret_file),
-        "--ami.server-name", "dialer1", env=_env(AMI_USERNAME="exporter"),
+        "--ami.server-name", "dialer1", env=clean_env(AMI_USERNAME="exporter"),
     )  # fmt: skip
     assert code == 0, (out, err)
     assert out.startswith(f"== dialer1 (127.0.0.1:{simulator.port}), user 'exporter'\n")
@@ -303,7 +316,9 @@ async def test_cli_several_servers(simulator: SimulatedAsterisk, tmp_path: Path)
             f"  - {{name: good, address: '127.0.0.1:{simulator.port}', username: exporter}}\n"
             f"  - {{name: gone, address: '127.0.0.1:{port}', username: exporter}}\n"
         )
-        code, out, err = await _run_cli("--config.file", str(config), env=_env(AMI_SECRET=SECRET))
+        code, out, err = await _run_cli(
+            "--config.file", str(config), env=clean_env(AMI_SECRET=SECRET)
+        )
     assert code == 3, (out, err)
     good, gone = out.split("== gone")
     assert "[ OK ] events: FullyBooted received" in good
@@ -316,7 +331,7 @@ async def test_cli_several_servers(simulator: SimulatedAsterisk, tmp_path: Path)
     [["--ami.address", "nope"], ["--demo"], ["--check.events-wait", "0"], ["--no-such-flag"]],
 )
 async def test_cli_bad_flags_exit_2(args: list[str]) -> None:
-    code, out, err = await _run_cli(*args, env=_env(AMI_USERNAME="u", AMI_SECRET=SECRET))
+    code, out, err = await _run_cli(*args, env=clean_env(AMI_USERNAME="u", AMI_SECRET=SECRET))
     assert code == 2, (out, err)
     assert out == ""
     assert len(err.splitlines()) == 1 and "error:" in err

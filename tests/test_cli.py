@@ -3,179 +3,34 @@ secrets kept out of the output, SIGTERM/SIGINT, --demo and a multi-server config
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import (
+    STOP_BUDGET,
+    Proc,
+    clean_env,
+    free_port,
+    http_get,
+    metric_values,
+    one_error_line,
+    run_exporter,
+    secret_file,
+    start_exporter_process,
+    start_simulator_process,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from ami_exporter import __version__
 
-REPO = Path(__file__).resolve().parent.parent
-STOP_BUDGET = 2.0  # an orchestrator's usual grace period before SIGKILL
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """No AMI_* from the developer's shell; the package importable from the checkout."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(REPO),
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    env.update(extra)
-    return env
-
-
-def run_exporter(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 10
-) -> subprocess.CompletedProcess[str]:
-    """Run a command line that must exit by itself (bad input, --version)."""
-    try:
-        return subprocess.run(
-            [sys.executable, "-m", "ami_exporter", *args],
-            cwd=cwd,
-            env=env or clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        pytest.fail(f"{args!r} was accepted: still running after {timeout} s\n{err}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - local URL
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen[bytes] | None = None):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"process exited with {proc.returncode} while waiting for {what}")
-        try:
-            last = predicate()
-            if last:
-                return last
-        except (OSError, urllib.error.URLError) as exc:
-            last = exc
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got {lines!r}"
-    assert lines[0].startswith("ami-exporter: error: "), lines[0]
-    return lines[0]
-
-
-# ---------------------------------------------------------------------------- process helpers
-
-
-class Proc:
-    """A background process whose stdout and stderr go to files (no pipe can fill up)."""
-
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str], name: str) -> None:
-        self.out_path = cwd / f"{name}.stdout"
-        self.err_path = cwd / f"{name}.stderr"
-        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
-            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err)
-
-    @property
-    def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-    def signal_and_wait(self, signum: int, timeout: float = STOP_BUDGET) -> tuple[int, float]:
-        start = time.monotonic()
-        self.proc.send_signal(signum)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"no exit within {timeout} s of signal {signum}; stderr:\n{self.stderr}")
-        return code, time.monotonic() - start
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in reversed(started):
-        p.kill()
-
-
-def start_simulator(
-    procs: list[Proc], cwd: Path, username: str, secret: str, name: str = "sim"
-) -> int:
-    port = free_port()
-    argv = [sys.executable, "-m", "ami_simulator", "--listen", f"127.0.0.1:{port}",
-            "--username", username, "--calls-per-second", "0"]  # fmt: skip
-    sim = Proc(argv, cwd, clean_env(AMI_SECRET=secret), name)
-    procs.append(sim)
-
-    def listening() -> bool:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-
-    wait_for(listening, 10, f"simulator {name} on port {port}", sim.proc)
-    return port
-
-
-def start_exporter(
-    procs: list[Proc], cwd: Path, args: list[str], env: dict[str, str] | None = None
-) -> tuple[Proc, int]:
-    port = free_port()
-    argv = [sys.executable, "-m", "ami_exporter", "--web.listen-address", f"127.0.0.1:{port}",
-            *args]  # fmt: skip
-    exp = Proc(argv, cwd, env or clean_env(), "exporter")
-    procs.append(exp)
-    return exp, port
-
-
-def secret_file(directory: Path, secret: str, mode: int = 0o600, name: str = "secret") -> Path:
-    path = directory / name
-    path.write_text(secret + "\n")
-    path.chmod(mode)
-    return path
-
 
 def up_values(body: str) -> dict[str, float]:
-    for family in text_string_to_metric_families(body):
-        if family.name == "asterisk_ami_up":
-            return {s.labels["server"]: s.value for s in family.samples}
-    return {}
+    return metric_values(body, "asterisk_ami_up", "server")
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -405,10 +260,10 @@ def test_config_missing_file(tmp_path: Path) -> None:
 
 
 def test_secret_never_logged_on_login_failure(tmp_path: Path, procs: list[Proc]) -> None:
-    sim_port = start_simulator(procs, tmp_path, "u", "the-right-one")
+    sim_port = start_simulator_process(procs, tmp_path, "u", "the-right-one")
     wrong = "Wr0ng-S3cret-4f9c2b7e"
     path = secret_file(tmp_path, wrong)
-    exporter, port = start_exporter(
+    exporter, port = start_exporter_process(
         procs,
         tmp_path,
         ["--ami.address", f"127.0.0.1:{sim_port}", "--ami.username", "u",
@@ -422,7 +277,7 @@ def test_secret_never_logged_on_login_failure(tmp_path: Path, procs: list[Proc])
                 return any(s.labels["reason"] == "auth" and s.value >= 1 for s in family.samples)
         return False
 
-    wait_for(login_failure_counted, 10, "a counted auth failure", exporter.proc)
+    wait_until(login_failure_counted, 10, "a counted auth failure", exporter.proc)
     _, page = http_get(f"http://127.0.0.1:{port}/")
     _, metrics = http_get(f"http://127.0.0.1:{port}/metrics")
     code, _ = exporter.signal_and_wait(signal.SIGTERM)
@@ -437,13 +292,13 @@ def test_secret_never_logged_on_login_failure(tmp_path: Path, procs: list[Proc])
 def test_world_readable_secret_file_warns(tmp_path: Path, procs: list[Proc]) -> None:
     secret = "Readable-By-All-8d1e"
     path = secret_file(tmp_path, secret, mode=0o644)
-    exporter, port = start_exporter(
+    exporter, port = start_exporter_process(
         procs,
         tmp_path,
         ["--ami.address", f"127.0.0.1:{free_port()}", "--ami.username", "u",
          "--ami.secret-file", str(path)],
     )  # fmt: skip
-    wait_for(
+    wait_until(
         lambda: http_get(f"http://127.0.0.1:{port}/-/healthy")[0] == 200,
         10,
         "/-/healthy",
@@ -459,10 +314,14 @@ def test_world_readable_secret_file_warns(tmp_path: Path, procs: list[Proc]) -> 
 
 
 def test_private_secret_file_does_not_warn(tmp_path: Path) -> None:
-    path = secret_file(tmp_path, "x", mode=0o600)
-    # Stops at the missing user, after the secret file was read.
-    result = run_exporter(["--ami.secret-file", str(path)], tmp_path)
-    one_error_line(result)
+    # Stops at the missing user, after the secret file was read and its mode checked: the
+    # same command warns about a world-readable file, and says nothing more for a 0600 one.
+    path = secret_file(tmp_path, "x", mode=0o644)
+    readable = run_exporter(["--ami.secret-file", str(path)], tmp_path)
+    assert any(str(path) in ln and "warn" in ln for ln in readable.stderr.splitlines())
+    path.chmod(0o600)
+    line = one_error_line(run_exporter(["--ami.secret-file", str(path)], tmp_path))
+    assert "--ami.username" in line
 
 
 def test_world_readable_secret_file_in_config_warns(tmp_path: Path) -> None:
@@ -489,15 +348,15 @@ def test_world_readable_secret_file_in_config_warns(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_exits_zero(tmp_path: Path, procs: list[Proc], signum: int) -> None:
-    sim_port = start_simulator(procs, tmp_path, "u", "sesame")
-    exporter, port = start_exporter(
+    sim_port = start_simulator_process(procs, tmp_path, "u", "sesame")
+    exporter, port = start_exporter_process(
         procs,
         tmp_path,
         ["--ami.address", f"127.0.0.1:{sim_port}", "--ami.username", "u",
          "--ami.server-name", "pbx"],
         clean_env(AMI_SECRET="sesame"),
     )  # fmt: skip
-    wait_for(
+    wait_until(
         lambda: http_get(f"http://127.0.0.1:{port}/-/ready")[0] == 200,
         10,
         "/-/ready",
@@ -514,8 +373,8 @@ def test_signal_exits_zero(tmp_path: Path, procs: list[Proc], signum: int) -> No
 def test_ami_address_without_host(tmp_path: Path, procs: list[Proc]) -> None:
     """``--ami.address :PORT`` must either be refused at start (exit 2) or mean localhost; it
     must not start an exporter that can never connect ("cannot resolve ''")."""
-    sim_port = start_simulator(procs, tmp_path, "u", "sesame")
-    exporter, port = start_exporter(
+    sim_port = start_simulator_process(procs, tmp_path, "u", "sesame")
+    exporter, port = start_exporter_process(
         procs,
         tmp_path,
         ["--ami.address", f":{sim_port}", "--ami.username", "u"],
@@ -538,13 +397,13 @@ def test_ami_address_without_host(tmp_path: Path, procs: list[Proc]) -> None:
 
 
 def test_demo_mode(tmp_path: Path, procs: list[Proc]) -> None:
-    exporter, port = start_exporter(procs, tmp_path, ["--demo"])
+    exporter, port = start_exporter_process(procs, tmp_path, ["--demo"])
 
     def demo_up() -> bool:
         status, body = http_get(f"http://127.0.0.1:{port}/metrics")
         return status == 200 and 'asterisk_ami_up{server="demo"} 1.0' in body
 
-    wait_for(demo_up, 10, 'asterisk_ami_up{server="demo"} 1.0', exporter.proc)
+    wait_until(demo_up, 10, 'asterisk_ami_up{server="demo"} 1.0', exporter.proc)
 
     def calls_in_progress() -> bool:
         _, body = http_get(f"http://127.0.0.1:{port}/metrics")
@@ -554,7 +413,7 @@ def test_demo_mode(tmp_path: Path, procs: list[Proc]) -> None:
         return False
 
     # Stop in the middle of traffic, with live calls in the simulator.
-    wait_for(calls_in_progress, 10, "live channels in the demo", exporter.proc)
+    wait_until(calls_in_progress, 10, "live channels in the demo", exporter.proc)
     code, took = exporter.signal_and_wait(signal.SIGTERM)
     assert code == 0, exporter.stderr
     assert took < STOP_BUDGET
@@ -580,8 +439,8 @@ def test_listen_address_in_use(tmp_path: Path) -> None:
 
 
 def test_multi_server_config(tmp_path: Path, procs: list[Proc]) -> None:
-    port_a = start_simulator(procs, tmp_path, "ua", "secret-a", name="sim-a")
-    port_b = start_simulator(procs, tmp_path, "ub", "secret-b", name="sim-b")
+    port_a = start_simulator_process(procs, tmp_path, "ua", "secret-a", name="sim-a")
+    port_b = start_simulator_process(procs, tmp_path, "ub", "secret-b", name="sim-b")
     path_b = secret_file(tmp_path, "secret-b", name="secret-b")
     conf = tmp_path / "servers.yml"
     conf.write_text(
@@ -595,8 +454,8 @@ def test_multi_server_config(tmp_path: Path, procs: list[Proc]) -> None:
         "    username: ub\n"
         f"    secret_file: {path_b}\n"
     )
-    exporter, port = start_exporter(procs, tmp_path, ["--config.file", str(conf)])
-    wait_for(
+    exporter, port = start_exporter_process(procs, tmp_path, ["--config.file", str(conf)])
+    wait_until(
         lambda: http_get(f"http://127.0.0.1:{port}/-/ready")[0] == 200,
         10,
         "/-/ready",

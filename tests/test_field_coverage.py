@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from ami_replay import ReplayServer
-from conftest import read_capture
-from exporter_harness import Samples, running_exporter, server_config, value, wait_for
+from amiserver import TestAMIServer
+from helpers import (
+    Capture,
+    Exporter,
+    ev,
+    samples_of,
+    server_config,
+    value,
+    wait_for,
+)
 
-from ami_exporter.ami.protocol import AMIParser, Message
+from ami_exporter.ami.protocol import Message
 from ami_exporter.ami.session import ActionResult
 from ami_exporter.client.polls import poll_optional
 from ami_exporter.config.errors import ConfigError
@@ -21,17 +28,11 @@ from ami_exporter.config.servers import load_config_file
 from ami_exporter.state.queues import QueueState
 from ami_exporter.state.server import ServerState
 from ami_exporter.state.vicidial import call_type
-from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
+from ami_simulator.server import SimulatedAsterisk
 
 S = {"server": "test"}
-
-
-def ev(name: str, **fields: str) -> Message:
-    return Message("event", name, [("Event", name), *fields.items()])
-
-
-def samples_of(exp_samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    return {labels: v for (n, labels), v in exp_samples.items() if n == name}
+SimulatorFactory = Callable[..., Awaitable[SimulatedAsterisk]]
+ExporterFactory = Callable[..., Awaitable[Exporter]]
 
 
 # -- state: events -------------------------------------------------------------------------
@@ -150,8 +151,8 @@ def test_vicidial_counts_each_call_once_and_trunk_hangups() -> None:
 # -- captures --------------------------------------------------------------------------------
 
 
-def test_queue_polls_of_the_real_capture() -> None:
-    msgs = AMIParser().feed(read_capture("05-commands.admin.raw"))
+def test_queue_polls_of_the_real_capture(capture: Capture) -> None:
+    msgs = capture.messages("05-commands.admin.raw")
     status = [m for m in msgs if m.action_id == "queuestatus-1" and m.kind == "event"]
     summary = [m for m in msgs if m.action_id == "queuesummary-1" and m.kind == "event"]
     queues = QueueState()
@@ -163,8 +164,8 @@ def test_queue_polls_of_the_real_capture() -> None:
     assert support.longest_hold == 0.0
 
 
-async def test_unknown_action_of_the_real_capture_is_remembered() -> None:
-    msgs = AMIParser().feed(read_capture("05-commands.admin.raw"))
+async def test_unknown_action_of_the_real_capture_is_remembered(capture: Capture) -> None:
+    msgs = capture.messages("05-commands.admin.raw")
     unknown = next(m for m in msgs if m.get("ActionID") == "unknown-1")
     assert (unknown.get("Message") or "").startswith("Invalid/unknown command")
     sent: list[str] = []
@@ -181,15 +182,21 @@ async def test_unknown_action_of_the_real_capture_is_remembered() -> None:
                     "PJSIPShowRegistrationsOutbound", "QueueStatus", "QueueSummary"]  # fmt: skip
 
 
-async def test_replayed_queue_call_counts_queue_events() -> None:
-    async with ReplayServer("09-queue-call.exporter.raw") as ami:
-        async with running_exporter(server_config(ami.port, queues=True)) as exp:
-            await wait_for(lambda: sum(exp.state.events.values()) >= len(ami.events),
-                           what="replayed events")  # fmt: skip
-            m = await exp.scrape()
+@pytest.mark.e2e
+async def test_replayed_queue_call_counts_queue_events(
+    ami_server: Callable[..., Awaitable[TestAMIServer]],
+    exporter: ExporterFactory,
+    capture: Capture,
+) -> None:
+    events = capture.events("09-queue-call.exporter.raw")
+    ami = await ami_server(events=events)
+    exp = await exporter(server_config(ami.port, queues=True))
+    await wait_for(lambda: sum(exp.state.events.values()) >= len(events), what="replayed events")
+    await wait_for(lambda: "QueueSummary" in ami.actions, what="the queue polls")
+    m = await exp.scrape()
     for name in ("QueueCallerJoin", "QueueCallerLeave", "AgentConnect", "AgentComplete"):
         assert value(m, "asterisk_ami_events_total", **S, event=name) == 1, name
-    # The replay server answers the polls with "Permission denied": no series, no crash.
+    # The test server answers the polls with "Permission denied": no series, no crash.
     assert not samples_of(m, "asterisk_queue_callers")
     assert value(m, "asterisk_ami_up", **S) == 1
 
@@ -198,6 +205,8 @@ async def test_replayed_queue_call_counts_queue_events() -> None:
 
 
 class ActionLog:
+    """The names of the actions a simulator receives, in order."""
+
     def __init__(self, sim: SimulatedAsterisk) -> None:
         self.names: list[str] = []
         original = sim._dispatch
@@ -208,47 +217,45 @@ class ActionLog:
 
         sim._dispatch = dispatch  # type: ignore[method-assign]
 
+    async def more(self, name: str, rounds: int = 2) -> None:
+        """Wait until ``name`` was asked ``rounds`` more times: the polls before the last one
+        were answered and applied (a poll round starts when the previous one is done)."""
+        target = self.names.count(name) + rounds
+        await wait_for(lambda: self.names.count(name) >= target, what=f"{rounds} more {name}")
 
-def sim_for(version: str = "22", **kw: object) -> SimulatedAsterisk:
-    return SimulatedAsterisk(SimulatorConfig(port=0, calls_per_second=0, ring_time=0.05,
-                                             asterisk_version=version, **kw))  # type: ignore[arg-type]  # fmt: skip
 
-
-async def test_peers_and_registrations_on_asterisk_22() -> None:
-    sim = sim_for("22")
+@pytest.mark.e2e
+async def test_peers_and_registrations_on_asterisk_22(
+    make_simulator: SimulatorFactory, exporter: ExporterFactory
+) -> None:
+    sim = await make_simulator(asterisk_version="22")
     actions = ActionLog(sim)
-    await sim.start()
-    try:
-        cfg = server_config(sim.port, resync_interval=0.3)
-        async with running_exporter(cfg) as exp:
-            await wait_for(lambda: ("PJSIP", "carrier-pjsip") in exp.state.peers.peers,
-                           what="peer poll")  # fmt: skip
-            await wait_for(lambda: actions.names.count("PJSIPShowContacts") >= 3, what="resyncs")
-            m = await exp.scrape()
-            assert value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="carrier-pjsip") == 1
-            assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP",
-                         peer="carrier-pjsip") == 0.015  # fmt: skip
-            assert value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="2001") == 1
-            assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP", peer="2001") is None
-            assert value(m, "asterisk_peer_up", **S, tech="IAX2", peer="iax-peer") == 1
-            assert value(m, "asterisk_registration_up", **S, tech="PJSIP",
-                         registration="carrier-pjsip-reg") == 1  # fmt: skip
-            assert not [k for k in samples_of(m, "asterisk_peer_up") if ("tech", "SIP") in k]
-            # chan_sip is gone in 22: asked once per session, never again
-            assert actions.names.count("SIPpeers") == 1
-            assert actions.names.count("SIPshowregistry") == 1
-            assert "QueueStatus" not in actions.names  # queues are opt-in
+    exp = await exporter(server_config(sim.port, resync_interval=0.3))
+    await wait_for(lambda: ("PJSIP", "carrier-pjsip") in exp.state.peers.peers, what="peer poll")
+    await wait_for(lambda: actions.names.count("PJSIPShowContacts") >= 3, what="resyncs")
+    m = await exp.scrape()
+    assert value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="carrier-pjsip") == 1
+    assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP",
+                 peer="carrier-pjsip") == 0.015  # fmt: skip
+    assert value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="2001") == 1
+    assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP", peer="2001") is None
+    assert value(m, "asterisk_peer_up", **S, tech="IAX2", peer="iax-peer") == 1
+    assert value(m, "asterisk_registration_up", **S, tech="PJSIP",
+                 registration="carrier-pjsip-reg") == 1  # fmt: skip
+    assert not [k for k in samples_of(m, "asterisk_peer_up") if ("tech", "SIP") in k]
+    # chan_sip is gone in 22: asked once per session, never again
+    assert actions.names.count("SIPpeers") == 1
+    assert actions.names.count("SIPshowregistry") == 1
+    assert "QueueStatus" not in actions.names  # queues are opt-in
 
-            sim.extras.set_peer_status("PJSIP", "carrier-pjsip", "Unreachable")
-            sim.extras.set_registration("PJSIP", "carrier-pjsip-reg", "Rejected")
-            await wait_for(lambda: not exp.state.peers.peers[("PJSIP", "carrier-pjsip")].up,
-                           what="unreachable")  # fmt: skip
-            await wait_for(lambda: not exp.state.peers.registrations[
-                ("PJSIP", "carrier-pjsip-reg")], what="rejected")  # fmt: skip
-            await asyncio.sleep(0.7)  # polls agree with the events: no flapping back
-            m = await exp.scrape()
-    finally:
-        await sim.stop()
+    sim.extras.set_peer_status("PJSIP", "carrier-pjsip", "Unreachable")
+    sim.extras.set_registration("PJSIP", "carrier-pjsip-reg", "Rejected")
+    await wait_for(lambda: not exp.state.peers.peers[("PJSIP", "carrier-pjsip")].up,
+                   what="unreachable")  # fmt: skip
+    await wait_for(lambda: not exp.state.peers.registrations[
+        ("PJSIP", "carrier-pjsip-reg")], what="rejected")  # fmt: skip
+    await actions.more("PJSIPShowContacts")  # polls agree with the events: no flapping back
+    m = await exp.scrape()
     assert value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="carrier-pjsip") == 0
     assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP", peer="carrier-pjsip") is None
     assert value(m, "asterisk_peer_status_changes_total", **S, tech="PJSIP", peer="carrier-pjsip",
@@ -257,22 +264,22 @@ async def test_peers_and_registrations_on_asterisk_22() -> None:
                  registration="carrier-pjsip-reg") == 0  # fmt: skip
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("version", ["11", "13", "16", "18", "20"])
-async def test_chan_sip_peers_on_older_versions(version: str) -> None:
-    sim = sim_for(version)
-    await sim.start()
-    try:
-        cfg = server_config(sim.port, resync_interval=0.3, peers_exclude="^iax")
-        async with running_exporter(cfg) as exp:
-            await wait_for(lambda: ("SIP", "carrier-sip") in exp.state.peers.peers, what="poll")
-            sim.extras.set_peer_status("SIP", "carrier-sip", "Lagged", rtt_ms=900)
-            sim.extras.set_peer_status("SIP", "1001", "Unreachable")
-            await wait_for(lambda: exp.state.peers.peers[("SIP", "1001")].status == "unreachable",
-                           what="event")  # fmt: skip
-            await asyncio.sleep(0.5)
-            m = await exp.scrape()
-    finally:
-        await sim.stop()
+async def test_chan_sip_peers_on_older_versions(
+    make_simulator: SimulatorFactory, exporter: ExporterFactory, version: str
+) -> None:
+    sim = await make_simulator(asterisk_version=version)
+    actions = ActionLog(sim)
+    cfg = server_config(sim.port, resync_interval=0.3, peers_exclude="^iax")
+    exp = await exporter(cfg)
+    await wait_for(lambda: ("SIP", "carrier-sip") in exp.state.peers.peers, what="poll")
+    sim.extras.set_peer_status("SIP", "carrier-sip", "Lagged", rtt_ms=900)
+    sim.extras.set_peer_status("SIP", "1001", "Unreachable")
+    await wait_for(lambda: exp.state.peers.peers[("SIP", "1001")].status == "unreachable",
+                   what="event")  # fmt: skip
+    await actions.more("SIPpeers")  # polls agree with the events
+    m = await exp.scrape()
     assert value(m, "asterisk_peer_up", **S, tech="SIP", peer="carrier-sip") == 1
     assert value(m, "asterisk_peer_up", **S, tech="SIP", peer="1001") == 0
     assert value(m, "asterisk_peer_status_changes_total", **S, tech="SIP", peer="1001",
@@ -284,20 +291,18 @@ async def test_chan_sip_peers_on_older_versions(version: str) -> None:
     assert bool(pjsip) == (version != "11")
 
 
-async def test_queues_opt_in_on_the_simulator() -> None:
-    sim = sim_for("18")
-    await sim.start()
-    try:
-        sim.extras.add_queue_caller("support", waiting_since=time.time() - 30)
-        cfg = server_config(sim.port, queues=True, resync_interval=0.3)
-        async with running_exporter(cfg) as exp:
-            await wait_for(lambda: "support" in exp.state.queues.queues, what="queue poll")
-            m = await exp.scrape()
-            sim.extras.remove_queue_caller("support", abandoned=True)
-            await wait_for(lambda: exp.state.queues.queues["support"].callers == 0, what="left")
-            m2 = await exp.scrape()
-    finally:
-        await sim.stop()
+@pytest.mark.e2e
+async def test_queues_opt_in_on_the_simulator(
+    make_simulator: SimulatorFactory, exporter: ExporterFactory
+) -> None:
+    sim = await make_simulator(asterisk_version="18")
+    sim.extras.add_queue_caller("support", waiting_since=time.time() - 30)
+    exp = await exporter(server_config(sim.port, queues=True, resync_interval=0.3))
+    await wait_for(lambda: "support" in exp.state.queues.queues, what="queue poll")
+    m = await exp.scrape()
+    sim.extras.remove_queue_caller("support", abandoned=True)
+    await wait_for(lambda: exp.state.queues.queues["support"].callers == 0, what="left")
+    m2 = await exp.scrape()
     q = {"server": "test", "queue": "support"}
     assert value(m, "asterisk_queue_callers", **q) == 1
     longest = value(m, "asterisk_queue_longest_hold_seconds", **q)
@@ -310,20 +315,19 @@ async def test_queues_opt_in_on_the_simulator() -> None:
     assert value(m2, "asterisk_queue_longest_hold_seconds", **q) == 0
 
 
-async def test_vicidial_calls_on_the_simulator() -> None:
-    sim = sim_for("13")
-    await sim.start()
-    try:
-        async with running_exporter(server_config(sim.port, vicidial=True)) as exp:
-            await wait_for(lambda: exp.state.up, what="login")
-            sim.start_call("answered", hold_time=0.05, caller_name="V1127093000000012345")
-            sim.start_call("busy", caller_name="M1127093000000012346")
-            sim.start_call("congestion")  # not a VICIdial call
-            await wait_for(lambda: sum(exp.state.originates.values()) == 3 and
-                           not exp.state.channels, what="calls")  # fmt: skip
-            m = await exp.scrape()
-    finally:
-        await sim.stop()
+@pytest.mark.e2e
+async def test_vicidial_calls_on_the_simulator(
+    make_simulator: SimulatorFactory, exporter: ExporterFactory
+) -> None:
+    sim = await make_simulator(asterisk_version="13")
+    exp = await exporter(server_config(sim.port, vicidial=True))
+    await wait_for(lambda: exp.state.up, what="login")
+    sim.start_call("answered", hold_time=0.05, caller_name="V1127093000000012345")
+    sim.start_call("busy", caller_name="M1127093000000012346")
+    sim.start_call("congestion")  # not a VICIdial call
+    await wait_for(lambda: sum(exp.state.originates.values()) == 3 and
+                   not exp.state.channels, what="calls")  # fmt: skip
+    m = await exp.scrape()
     assert value(m, "asterisk_vicidial_calls_total", **S, type="auto_dial") == 1
     assert value(m, "asterisk_vicidial_calls_total", **S, type="manual_dial") == 1
     assert value(m, "asterisk_vicidial_calls_total", **S, type="inbound") == 0

@@ -12,18 +12,20 @@ Properties:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from helpers import REPO, SRC, read_capture
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ami_exporter.ami.protocol import AMIParser, Message, parse_block, parse_event, serialize
 
-REPO = Path(__file__).resolve().parent.parent
 FUZZ_TARGET = REPO / "fuzz" / "fuzz_parser.py"
 SLACK = 64
 
@@ -227,20 +229,86 @@ def test_parsed_messages_reserialise_to_themselves(data: bytes) -> None:
 
 # ---------------------------------------------------------------------------- fuzz target
 
+# Runs fuzz/fuzz_parser.py as its own ``__main__``. With atheris, only ami_exporter is
+# instrumented (the target's instrument_all() would instrument every loaded module, the
+# standard library included: ~10 s before the first input); ``block_atheris`` forces the
+# target's plain mutation loop, the path of Pythons without atheris.
+_RUN_TARGET = """
+import runpy, sys
+target, block_atheris, *flags = sys.argv[1:]
+if block_atheris == "1":
+    sys.modules["atheris"] = None
+else:
+    try:
+        import atheris
+    except ImportError:
+        pass
+    else:
+        with atheris.instrument_imports(include=["ami_exporter"]):
+            import ami_exporter.ami.protocol
+        atheris.instrument_all = lambda: None
+sys.argv = [target, *flags]
+runpy.run_path(target, run_name="__main__")
+"""
 
-def test_fuzz_target_bounded_run(tmp_path: Path) -> None:
-    """The coverage-guided target (atheris when installed, else its random loop), ~10 s."""
-    seconds = os.environ.get("AMI_FUZZ_SECONDS", "10")
+
+def _run_fuzz_target(tmp_path: Path, *, block_atheris: bool) -> str:
+    runs = os.environ.get("AMI_FUZZ_RUNS", "5000")
+    seconds = os.environ.get("AMI_FUZZ_SECONDS")  # a longer, time-bounded run instead
+    bound = f"-max_total_time={seconds}" if seconds else f"-runs={runs}"
     corpus = tmp_path / "corpus"  # seeded from tests/fixtures by the target itself
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, str(FUZZ_TARGET), f"-max_total_time={seconds}", "-rss_limit_mb=1024",
-         str(corpus)],
-        capture_output=True, text=True, timeout=float(seconds) + 60, env=env, check=False,
+        [sys.executable, "-c", _RUN_TARGET, str(FUZZ_TARGET), "1" if block_atheris else "0",
+         bound, "-seed=1", "-rss_limit_mb=1024", str(corpus)],
+        capture_output=True, text=True, timeout=float(seconds or 0) + 120, check=False,
+        env={**os.environ, "PYTHONPATH": str(SRC), "AMI_FUZZ_SEED": "1"},
         cwd=tmp_path,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    assert re.search(r"fuzz_parser: done|Done \d+ runs", output), output[-4000:]
-    assert not list(tmp_path.glob("crash-*"))
+    assert not list(tmp_path.glob("crash-*")), output[-4000:]
+    assert any(corpus.iterdir()), "the corpus was not seeded from tests/fixtures"
+    return output
+
+
+def test_fuzz_target_bounded_run(tmp_path: Path) -> None:
+    """The coverage-guided target, a bounded number of inputs (atheris where installed)."""
+    output = _run_fuzz_target(tmp_path, block_atheris=False)
+    done = re.search(r"fuzz_parser: done (\d+) runs|Done (\d+) runs", output)
+    assert done, output[-4000:]
+    if "fuzz_parser: atheris" in output:
+        # The instrumentation feeds the fuzzer: it reached code the seeds did not.
+        inited = re.search(r"INITED cov: (\d+)", output)
+        final = re.search(r"DONE +cov: (\d+)", output)
+        assert inited and final, output[-4000:]
+        assert int(final[1]) > int(inited[1]), (inited[0], final[0])
     print(output.strip().splitlines()[-1])
+
+
+def test_fuzz_target_plain_loop(tmp_path: Path) -> None:
+    """Without atheris the target runs its own mutation loop over the same checks."""
+    output = _run_fuzz_target(tmp_path, block_atheris=True)
+    done = re.search(r"fuzz_parser: done (\d+) runs .*\(no atheris\)", output)
+    assert done, output[-4000:]
+    if "AMI_FUZZ_SECONDS" not in os.environ:
+        assert int(done[1]) == int(os.environ.get("AMI_FUZZ_RUNS", "5000"))
+
+
+def test_fuzz_target_checks_catch_a_broken_parser(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target's oracles can fail: a parser that loses the first message of every read is
+    caught on a real capture's bytes (by the chunking or the re-serialise check)."""
+    spec = importlib.util.spec_from_file_location("fuzz_parser", FUZZ_TARGET)
+    assert spec is not None and spec.loader is not None
+    target = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(target)
+    # flags 5: a banner is expected and the size cap is 1 MiB (fuzz_parser.check's encoding)
+    seed = bytes([5, 7]) + read_capture("01-login-success.exporter.raw")
+    target.check(seed)  # the real parser passes
+
+    class Lossy(AMIParser):
+        def feed(self, data: bytes) -> list[Message]:
+            return super().feed(data)[1:]  # the first message of every read is lost
+
+    monkeypatch.setattr(target, "AMIParser", Lossy)
+    with pytest.raises(AssertionError, match="changed"):
+        target.check(seed)

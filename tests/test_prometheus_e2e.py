@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -27,11 +25,19 @@ from typing import Any
 
 import pytest
 import yaml
-from exporter_harness import running_exporter, server_config, wait_for
+from helpers import (
+    PROMETHEUS_HINT,
+    REPO,
+    free_port,
+    require_binary,
+    running_exporter,
+    server_config,
+    wait_for,
+)
 
-from ami_simulator.server import OUTCOMES, SimulatedAsterisk, SimulatorConfig
+from ami_simulator.server import OUTCOMES, SimulatedAsterisk
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 RULES = ROOT / "alerts" / "ami-exporter.rules.yml"
 DASHBOARD = ROOT / "dashboards" / "asterisk-ami.json"
 JOB = "asterisk"
@@ -40,24 +46,6 @@ RATE_INTERVAL = "5s"  # Grafana's $__rate_interval for a 1 s scrape is 4 s; a li
 DEADLINE = 75.0  # the whole test, seconds
 
 pytestmark = pytest.mark.timeout(DEADLINE + 15)
-
-
-def require_binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(
-            f"{name!r} not found on PATH: this test needs a real Prometheus. Install Debian's "
-            "package (apt-get install prometheus, as .ci/run does) or put the prometheus and "
-            "promtool binaries on PATH.",
-            pytrace=False,
-        )
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def http_get(url: str) -> tuple[int, Any]:
@@ -159,63 +147,57 @@ async def failed_login(port: int) -> None:
         writer.close()
 
 
-async def test_real_prometheus_scrapes_evaluates_rules_and_dashboard(tmp_path: Path) -> None:
-    prometheus = require_binary("prometheus")
+async def test_real_prometheus_scrapes_evaluates_rules_and_dashboard(
+    tmp_path: Path, make_simulator: Callable[..., Awaitable[SimulatedAsterisk]]
+) -> None:
+    prometheus = require_binary("prometheus", install=PROMETHEUS_HINT)
     started = time.monotonic()
-    sim = SimulatedAsterisk(
-        SimulatorConfig(
-            port=0, calls_per_second=20, hold_time=1.0, ring_time=0.05, auth_delay=0.05, seed=1
-        )
+    sim = await make_simulator(calls_per_second=20, hold_time=1.0)
+    config = server_config(
+        sim.port, name=SERVER, ping_interval=1.0, resync_interval=2.0, queues=True
     )
-    await sim.start()
-    try:
-        config = server_config(
-            sim.port, name=SERVER, ping_interval=1.0, resync_interval=2.0, queues=True
-        )
-        async with running_exporter(config) as exporter:
-            await wait_for(lambda: exporter.state.up, 5, "the exporter's AMI login")
-            for outcome in OUTCOMES:  # every hangup cause group, whatever the random mix
-                sim.start_call(outcome, hold_time=1.0)
-            await failed_login(sim.port)
-            # a trunk status change and a waiting caller, for the Trunks and Queues rows
-            sim.extras.set_peer_status("IAX2", "iax-peer", "Lagged", rtt_ms=40)
-            sim.extras.add_queue_caller("support", waiting_since=time.time() - 20)
+    async with running_exporter(config) as exporter:
+        await wait_for(lambda: exporter.state.up, 5, "the exporter's AMI login")
+        for outcome in OUTCOMES:  # every hangup cause group, whatever the random mix
+            sim.start_call(outcome, hold_time=1.0)
+        await failed_login(sim.port)
+        # a trunk status change and a waiting caller, for the Trunks and Queues rows
+        sim.extras.set_peer_status("IAX2", "iax-peer", "Lagged", rtt_ms=40)
+        sim.extras.add_queue_caller("support", waiting_since=time.time() - 20)
 
-            port = free_port()
-            target = f"127.0.0.1:{exporter.web.port}"
-            prom_config = {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES)],
-                "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
-            }
-            config_file = tmp_path / "prometheus.yml"
-            config_file.write_text(yaml.safe_dump(prom_config))
-            log = tmp_path / "prometheus.log"
-            with log.open("wb") as log_fh:
-                proc = await asyncio.create_subprocess_exec(
-                    prometheus,
-                    f"--config.file={config_file}",
-                    f"--storage.tsdb.path={tmp_path / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--storage.tsdb.retention.time=1h",
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_fh,
-                    stderr=asyncio.subprocess.STDOUT,
-                    cwd=tmp_path,
-                )
-            api = PromAPI(port, proc, log)
+        port = free_port()
+        target = f"127.0.0.1:{exporter.web.port}"
+        prom_config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+        }
+        config_file = tmp_path / "prometheus.yml"
+        config_file.write_text(yaml.safe_dump(prom_config))
+        log = tmp_path / "prometheus.log"
+        with log.open("wb") as log_fh:
+            proc = await asyncio.create_subprocess_exec(
+                prometheus,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=1h",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_fh,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        api = PromAPI(port, proc, log)
+        try:
+            await run_checks(api, exporter.web.port, sim)
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
             try:
-                await run_checks(api, exporter.web.port, sim)
-            finally:
-                if proc.returncode is None:
-                    proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-    finally:
-        await sim.stop()
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
     assert time.monotonic() - started < DEADLINE
 
 

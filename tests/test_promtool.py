@@ -6,10 +6,7 @@ a skip, so CI cannot silently stop checking the exposition.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import (
+    PROMETHEUS_HINT,
+    clean_env,
+    core_settings_answer,
+    replay_events,
+    require_binary,
+)
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 from prometheus_client.openmetrics.parser import (
@@ -26,20 +30,14 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from ami_exporter.ami.protocol import AMIParser
 from ami_exporter.metrics.collector import build_registry
 from ami_exporter.state.server import ServerState
-from tests.conftest import read_capture
 
-REPO = Path(__file__).resolve().parent.parent
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not found: apt-get install prometheus (Debian) to run this check")
-    return path
+    return require_binary("promtool", install=PROMETHEUS_HINT)
 
 
 def promtool_check(exposition: bytes) -> None:
@@ -62,12 +60,6 @@ def promtool_accepts_openmetrics() -> bool:
     return b"openmetrics" in (result.stdout + result.stderr).lower()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def scrape(port: int, accept: str | None = None) -> tuple[int, str, bytes]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
     if accept:
@@ -77,9 +69,9 @@ def scrape(port: int, accept: str | None = None) -> tuple[int, str, bytes]:
 
 
 @pytest.fixture
-def demo_exporter(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO)}
+def demo_exporter(tmp_path: Path, free_port: int) -> Iterator[int]:
+    port = free_port
+    env = clean_env()
     log = (tmp_path / "exporter.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ami_exporter", "--demo", "--web.listen-address",
@@ -145,21 +137,9 @@ def test_demo_openmetrics_scrape(demo_exporter: int) -> None:
 def test_every_metric_family_passes_promtool() -> None:
     """All families populated from real captures, including the histogram, lint clean."""
     state = ServerState("pbx1")
-    parser = AMIParser()
-    messages = []
     for name in ("03-originate-200.exporter.raw", "03-originate-800.exporter.raw"):
-        parser = AMIParser()
-        messages.extend(parser.feed(read_capture(name)))
-        assert parser.banner is not None
-        state.apply_banner(parser.banner)
-    for msg in messages:
-        if msg.kind == "event":
-            state.handle_event(msg)
-    settings = [
-        m for m in AMIParser().feed(read_capture("05-commands.admin.raw"))
-        if m.get("AsteriskVersion") is not None
-    ]  # fmt: skip
-    state.apply_core_settings(settings[0])
+        replay_events(state, name)
+    state.apply_core_settings(core_settings_answer())
     state.record_session_up()
     state.record_ping(0.001)
     state.record_received()

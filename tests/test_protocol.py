@@ -6,7 +6,7 @@ import random
 import zlib
 
 import pytest
-from conftest import FIXTURES, read_capture
+from helpers import FIXTURES, read_capture
 
 from ami_exporter.ami.protocol import AMIParser, Message, action, serialize
 
@@ -63,7 +63,7 @@ def test_fixture_families_present() -> None:
 
 
 @pytest.fixture(scope="module", params=CAPTURES)
-def capture(request: pytest.FixtureRequest) -> tuple[str, bytes, list[Message]]:
+def parsed_capture(request: pytest.FixtureRequest) -> tuple[str, bytes, list[Message]]:
     name: str = request.param
     data = read_capture(name)
     parser = AMIParser()
@@ -76,8 +76,8 @@ def capture(request: pytest.FixtureRequest) -> tuple[str, bytes, list[Message]]:
     return name, data, messages
 
 
-def test_capture_one_piece(capture: tuple[str, bytes, list[Message]]) -> None:
-    _name, data, messages = capture
+def test_capture_one_piece(parsed_capture: tuple[str, bytes, list[Message]]) -> None:
+    _name, data, messages = parsed_capture
     assert len(messages) == independent_count(data)
     for msg in messages:
         assert msg.kind in ("event", "response")
@@ -86,8 +86,8 @@ def test_capture_one_piece(capture: tuple[str, bytes, list[Message]]) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_capture_random_chunks(capture: tuple[str, bytes, list[Message]], seed: int) -> None:
-    name, data, messages = capture
+def test_capture_random_chunks(parsed_capture: tuple[str, bytes, list[Message]], seed: int) -> None:
+    name, data, messages = parsed_capture
     parser = AMIParser()
     got = feed_chunks(parser, split_random(data, seed=zlib.crc32(name.encode()) + seed))
     assert parser.malformed == 0
@@ -109,9 +109,9 @@ def test_capture_byte_by_byte(name: str) -> None:
     assert len(got) == independent_count(data)
 
 
-def test_capture_serialize_round_trip(capture: tuple[str, bytes, list[Message]]) -> None:
+def test_capture_serialize_round_trip(parsed_capture: tuple[str, bytes, list[Message]]) -> None:
     """Asterisk writes canonical ``Key: Value`` CRLF messages: serialising gives the bytes back."""
-    _name, data, messages = capture
+    _name, data, messages = parsed_capture
     body = data[data.index(b"\r\n") + 2 :]
     assert b"".join(serialize(m) for m in messages) == body
 

@@ -6,45 +6,45 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import shutil
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import bcrypt
 import pytest
-from certs import PKI, make_pki
-from exporter_harness import running_exporter, server_config, value, wait_for
-from test_cli import (
+from helpers import (
+    PKI,
+    Exporter,
     Proc,
     clean_env,
+    ev,
     free_port,
     one_error_line,
-    procs,  # noqa: F401 - fixture
     run_exporter,
     secret_file,
-    start_simulator,
+    server_config,
+    start_simulator_process,
+    value,
+    wait_for,
+    wait_until,
 )
-from test_cli import wait_for as wait_for_sync
 
-from ami_exporter.ami.protocol import Message
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.metrics.collector import build_registry
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.auth import BasicAuth
 from ami_exporter.web.security import load_web_security
 from ami_exporter.web.server import WebServer
-from ami_simulator.server import SimulatedAsterisk, SimulatorConfig
+from ami_simulator.server import SimulatedAsterisk
 
 PASSWORD = "Scrape-Pass-7c1f"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()  # cost 4: fast tests
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+SimulatorFactory = Callable[..., Awaitable[SimulatedAsterisk]]
+ExporterFactory = Callable[..., Awaitable[Exporter]]
 
 
 def _auth(user: str, password: str) -> str:
@@ -227,8 +227,6 @@ def test_web_config_errors_name_file_and_line(
 
 
 def test_web_config_relative_paths_and_key_permissions(pki: PKI, tmp_path: Path) -> None:
-    import shutil
-
     for name in ("server.crt", "server.key"):
         shutil.copy(Path(pki.dir) / name, tmp_path / name)
     (tmp_path / "server.key").chmod(0o644)
@@ -242,6 +240,7 @@ def test_web_config_relative_paths_and_key_permissions(pki: PKI, tmp_path: Path)
     assert any("readable by other users" in w for w in warnings), warnings
 
 
+@pytest.mark.e2e
 def test_web_config_flag_errors_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
     path.write_text("basic_auth_users:\n  u: hunter2-plain\n")
@@ -261,28 +260,24 @@ def _server_ctx(pki: PKI, name: str = "server") -> ssl.SSLContext:
 
 
 @pytest.fixture
-async def tls_simulator(pki: PKI) -> Iterator[SimulatedAsterisk]:
-    sim = SimulatedAsterisk(SimulatorConfig(port=0, calls_per_second=0, auth_delay=0.05,
-                                            ring_time=0.05, seed=5,
-                                            ssl_context=_server_ctx(pki)))  # fmt: skip
-    await sim.start()
-    try:
-        yield sim  # type: ignore[misc]
-    finally:
-        await sim.stop()
+async def tls_simulator(pki: PKI, make_simulator: SimulatorFactory) -> SimulatedAsterisk:
+    return await make_simulator(seed=5, ssl_context=_server_ctx(pki))
 
 
-async def test_ami_over_tls_verified(pki: PKI, tls_simulator: SimulatedAsterisk) -> None:
-    cfg = server_config(tls_simulator.port, tls=True, tls_ca_file=pki.crt("ca"))  # type: ignore[arg-type]
-    async with running_exporter(cfg) as exp:
-        await wait_for(lambda: exp.state.up, what="login over TLS")
-        tls_simulator.start_call("answered", hold_time=30)
-        await wait_for(lambda: sum(exp.state.channels_by_tech.values()) == 2, what="call")
-        m = await exp.scrape()
+@pytest.mark.e2e
+async def test_ami_over_tls_verified(
+    pki: PKI, tls_simulator: SimulatedAsterisk, exporter: ExporterFactory
+) -> None:
+    exp = await exporter(server_config(tls_simulator.port, tls=True, tls_ca_file=pki.crt("ca")))
+    await wait_for(lambda: exp.state.up, what="login over TLS")
+    tls_simulator.start_call("answered", hold_time=30)
+    await wait_for(lambda: exp.live() == 2, what="call")
+    m = await exp.scrape()
     assert value(m, "asterisk_ami_up", server="test") == 1
     assert value(m, "asterisk_active_calls", server="test") == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("options", "error"),
     [
@@ -291,40 +286,47 @@ async def test_ami_over_tls_verified(pki: PKI, tls_simulator: SimulatedAsterisk)
     ],
 )
 async def test_ami_tls_verification_failures(
-    pki: PKI, tls_simulator: SimulatedAsterisk, options: dict[str, str], error: str
+    pki: PKI,
+    tls_simulator: SimulatedAsterisk,
+    exporter: ExporterFactory,
+    options: dict[str, str],
+    error: str,
 ) -> None:
     kw: dict[str, object] = {"tls": True, **options}
     if options:
         kw["tls_ca_file"] = pki.crt("ca")
-    async with running_exporter(server_config(tls_simulator.port, **kw)) as exp:  # type: ignore[arg-type]
-        await wait_for(lambda: exp.state.connection_errors[error] >= 1, what="tls error")
-        m = await exp.scrape()
+    exp = await exporter(server_config(tls_simulator.port, **kw))
+    await wait_for(lambda: exp.state.connection_errors[error] >= 1, what="tls error")
+    m = await exp.scrape()
     assert value(m, "asterisk_ami_connection_errors_total", server="test", reason="tls") >= 1
     assert value(m, "asterisk_ami_up", server="test") == 0
     assert "certificate" in exp.state.last_error.lower()
 
 
-async def test_ami_tls_insecure_skip_verify(tls_simulator: SimulatedAsterisk) -> None:
-    cfg = server_config(tls_simulator.port, tls=True, tls_insecure_skip_verify=True)  # type: ignore[arg-type]
-    async with running_exporter(cfg) as exp:
-        await wait_for(lambda: exp.state.up, what="login without verification")
-
-
-async def test_ami_tls_client_against_plain_server_and_back(
-    pki: PKI, tls_simulator: SimulatedAsterisk
+@pytest.mark.e2e
+async def test_ami_tls_insecure_skip_verify(
+    tls_simulator: SimulatedAsterisk, exporter: ExporterFactory
 ) -> None:
-    plain = SimulatedAsterisk(SimulatorConfig(port=0, calls_per_second=0, auth_delay=0.05))
-    await plain.start()
-    try:
-        tls_cfg = server_config(plain.port, tls=True, tls_ca_file=pki.crt("ca"))  # type: ignore[arg-type]
-        plain_cfg = server_config(tls_simulator.port, connect_timeout=0.3)
-        async with running_exporter(tls_cfg) as a, running_exporter(plain_cfg) as b:
-            await wait_for(lambda: a.state.connection_errors["tls"] >= 1, what="tls error")
-            await wait_for(lambda: b.state.connection_errors["timeout"] >= 1, what="no banner")
-    finally:
-        await plain.stop()
+    exp = await exporter(server_config(tls_simulator.port, tls=True, tls_insecure_skip_verify=True))
+    await wait_for(lambda: exp.state.up, what="login without verification")
 
 
+@pytest.mark.e2e
+async def test_ami_tls_client_against_plain_server_and_back(
+    pki: PKI,
+    tls_simulator: SimulatedAsterisk,
+    make_simulator: SimulatorFactory,
+    exporter: ExporterFactory,
+) -> None:
+    plain = await make_simulator()
+    a = await exporter(server_config(plain.port, tls=True, tls_ca_file=pki.crt("ca")))
+    b = await exporter(server_config(tls_simulator.port, connect_timeout=0.3))
+    await wait_for(lambda: a.state.connection_errors["tls"] >= 1, what="tls error")
+    await wait_for(lambda: b.state.connection_errors["timeout"] >= 1, what="no banner")
+    assert not a.state.up and not b.state.up
+
+
+@pytest.mark.e2e
 def test_ami_tls_config_errors(tmp_path: Path) -> None:
     line = one_error_line(run_exporter(
         ["--ami.username", "u", "--ami.tls", "--ami.tls-ca-file", str(tmp_path / "none.pem")],
@@ -343,13 +345,12 @@ def test_ami_tls_config_errors(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- secrets
 
 
+@pytest.mark.e2e
 def test_secrets_never_in_logs_metrics_pages_errors_or_argv(
-    pki: PKI,
-    tmp_path: Path,
-    procs: list[Proc],  # noqa: F811
+    pki: PKI, tmp_path: Path, procs: list[Proc]
 ) -> None:
     ami_secret = "Ami-Secret-3b9d0e"
-    sim_port = start_simulator(procs, tmp_path, "u", ami_secret)
+    sim_port = start_simulator_process(procs, tmp_path, "u", ami_secret)
     web_cfg = tmp_path / "web.yml"
     web_cfg.write_text(f"tls_server_config:\n  cert_file: {pki.crt('server')}\n"
                        f"  key_file: {pki.key('server')}\n"
@@ -373,7 +374,7 @@ def test_secrets_never_in_logs_metrics_pages_errors_or_argv(
             and (b"} 1.0" in body.split(b"asterisk_ami_up{", 1)[1][:80])
         )
 
-    wait_for_sync(logged_in, 15, "login behind TLS + basic auth", exporter.proc)
+    wait_until(logged_in, 15, "login behind TLS + basic auth", exporter.proc)
     pages = [_get(port, ctx=ctx, auth=auth, path=p)[2] for p in ("/metrics", "/", "/-/ready")]
     pages.append(_get(port, ctx=ctx, auth=_auth("prometheus", "wrong"))[2])
     cmdline = Path(f"/proc/{exporter.proc.pid}/cmdline").read_bytes()
@@ -403,10 +404,6 @@ def _series(states: list[ServerState]) -> dict[str, int]:
 def test_hostile_label_values_keep_cardinality_bounded() -> None:
     state = ServerState("test")
     n = 100_000
-
-    def ev(name: str, **fields: str) -> Message:
-        return Message("event", name, [("Event", name), *fields.items()])
-
     start = time.monotonic()
     for i in range(n):
         uid = f"1.{i}"
@@ -444,10 +441,6 @@ def test_hostile_label_values_keep_cardinality_bounded() -> None:
 def test_hostile_values_one_kind_at_a_time_stay_small() -> None:
     """Each kind alone (100,000 distinct technologies / causes / event names) adds a few
     dozen series at most."""
-
-    def ev(name: str, **fields: str) -> Message:
-        return Message("event", name, [("Event", name), *fields.items()])
-
     kinds = {
         "techs": lambda i: [ev("Hangup", Channel=f"T{i}/x", Uniqueid=f"u{i}", Cause="16")],
         "causes": lambda i: [ev("Hangup", Channel="PJSIP/x", Uniqueid=f"u{i}", Cause=str(i))],

@@ -49,6 +49,7 @@ def test_committed_scripts_are_what_the_generator_makes() -> None:
         )
 
 
+@pytest.mark.e2e
 def test_generator_check_mode(tmp_path: Path) -> None:
     ok = subprocess.run(
         [sys.executable, str(TOOL), "--check"], capture_output=True, text=True, check=False

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 
 import pytest
-from conftest import FIXTURES, read_capture
+from helpers import FIXTURES, FakeClock, read_capture
 from prometheus_client import generate_latest
 
 from ami_exporter.ami.protocol import AMIParser, Message
@@ -19,19 +19,6 @@ from ami_exporter.metrics.collector import build_registry
 from ami_exporter.state import peers
 from ami_exporter.state.channels import Histogram
 from ami_exporter.state.server import ServerState
-
-
-class FakeClock:
-    """Wall and monotonic time in one, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
 
 
 def messages(name: str) -> list[Message]:

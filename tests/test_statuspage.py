@@ -4,68 +4,48 @@ data), the bounded history, and the real page in headless Chromium against ``--d
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import read_capture
+from helpers import (
+    REPO,
+    FakeClock,
+    clean_env,
+    free_port,
+    http_get,
+    replay_events,
+    require_binary,
+    wait_for,
+)
 
-from ami_exporter.ami.protocol import AMIParser
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.history import History, take_sample
 from ami_exporter.web.statuspage import human_duration, render_status_page, sparkline
 
-REPO = Path(__file__).resolve().parent.parent
 CALLER_DATA = ("5551000", "AMI Test")  # CallerIDNum / CallerIDName of the captures and simulator
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_795_771_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    def monotonic(self) -> float:
-        return self.now
+NOW = 1_795_771_000.0  # the captures' epoch
 
 
 def fed_state(clock: FakeClock, name: str = "pbx1") -> ServerState:
-    state = ServerState(name, clock=clock)
-    parser = AMIParser()
-    for msg in parser.feed(read_capture("03-originate-200.exporter.raw")):
-        if msg.kind == "event":
-            state.handle_event(msg)
+    state = replay_events(ServerState(name, clock=clock), "03-originate-200.exporter.raw")
     state.record_session_up()
     return state
 
 
-def feed_more(state: ServerState, capture: str) -> None:
-    for msg in AMIParser().feed(read_capture(capture)):
-        if msg.kind == "event":
-            state.handle_event(msg)
-
-
 def test_page_with_history() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     state = fed_state(clock)
     history = History([state], interval=10, points=180, clock=clock)
     for capture in ("03-originate-100.exporter.raw", "03-originate-300.exporter.raw", None):
         history.sample()
         clock.now += 10
         if capture:
-            feed_more(state, capture)
+            replay_events(state, capture)
     page = render_status_page([state], history, now=clock.now).decode()
     assert page.startswith("<!DOCTYPE html>")
     assert '<meta http-equiv="refresh" content="10">' in page
@@ -89,7 +69,7 @@ def test_page_with_history() -> None:
 
 
 def test_page_without_history_and_escaping() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     state = ServerState('<img src=x onerror="alert(1)">', clock=clock)
     state.record_login_failure("error", '<script>alert("x")</script>')
     page = render_status_page([state], None, telemetry_path="/m&x", now=clock.now).decode()
@@ -103,7 +83,7 @@ def test_page_without_history_and_escaping() -> None:
 
 
 def test_last_error_is_kept_after_recovery() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     state = ServerState("pbx1", clock=clock)
     state.record_disconnect("eof", "connection closed by Asterisk")
     clock.now += 120
@@ -116,7 +96,7 @@ def test_last_error_is_kept_after_recovery() -> None:
 
 
 def test_history_is_bounded_and_sampled_periodically() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     state = ServerState("pbx1", clock=clock)
     history = History([state], interval=10, points=3, clock=clock)
     for i in range(5):
@@ -129,17 +109,28 @@ def test_history_is_bounded_and_sampled_periodically() -> None:
 
 
 async def test_history_run_samples_on_a_schedule() -> None:
+    """A sample at once, then one per interval on a fixed schedule, never early."""
+    interval = 0.02
+    loop = asyncio.get_running_loop()
     state = ServerState("pbx1")
-    history = History([state], interval=0.02, points=1000)
+    history = History([state], interval=interval, points=1000, clock=loop.time)
+    start = loop.time()
     task = asyncio.create_task(history.run())
-    await asyncio.sleep(0.2)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    assert 5 <= len(history.series(state)) <= 12
+    try:
+        await wait_for(lambda: len(history.series(state)) >= 6, what="six samples")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    elapsed = loop.time() - start
+    stamps = [sample.timestamp for sample in history.series(state)]
+    assert stamps[0] - start < interval  # the first sample right away
+    for k, stamp in enumerate(stamps):
+        assert stamp - stamps[0] >= k * interval - 1e-6, stamps  # never ahead of the schedule
+    assert len(stamps) <= elapsed / interval + 1, (len(stamps), elapsed)
 
 
 def test_take_sample_counts() -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     state = fed_state(clock)
     sample = take_sample(state, clock.now)
     assert (sample.originates, sample.originates_failed) == (1, 1)  # 200 = busy
@@ -167,28 +158,6 @@ def test_human_duration(seconds: float, text: str) -> None:
 # ---------------------------------------------------------------------------- headless Chromium
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
-        return str(resp.read().decode())
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(
-        "chromium not found: install Debian's package (apt-get install -y "
-        "--no-install-recommends chromium); .ci/run does"
-    )
-
-
 def _sum(metrics: str, name: str) -> float:
     total = 0.0
     for line in metrics.splitlines():
@@ -197,11 +166,15 @@ def _sum(metrics: str, name: str) -> float:
     return total
 
 
+@pytest.mark.e2e
 def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
-    browser = _chromium()
-    port = _free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
-           "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
+    browser = require_binary(
+        "chromium",
+        "chromium-browser",
+        install="apt-get install -y --no-install-recommends chromium (Debian); .ci/run does",
+    )
+    port = free_port()
+    env = clean_env()
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
         [sys.executable, "-m", "ami_exporter", "--demo", "--web.listen-address",
@@ -214,7 +187,7 @@ def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
         while True:
             assert demo.poll() is None, (tmp_path / "demo.log").read_text()
             try:
-                metrics = _get(base + "/metrics")
+                metrics = http_get(base + "/metrics")[1]
                 if (
                     _sum(metrics, "asterisk_originates_total") >= 2
                     and _sum(metrics, "asterisk_hangups_total") >= 2
