@@ -195,9 +195,9 @@ class _Connection:
             self.send(coreshowchannels_answer(listed, aid))
         elif name == "ping":
             self.send(
-                f"Response: Success\r\n{head}Ping: Pong\r\nTimestamp: {time.time():.6f}\r\n\r\n"
-                .encode()
-            )  # fmt: skip
+                f"Response: Success\r\n{head}Ping: Pong\r\n"
+                f"Timestamp: {time.time():.6f}\r\n\r\n".encode()
+            )
         elif name == "logoff":
             self.closing.set()
             goodbye = f"Response: Goodbye\r\n{head}Message: Thanks for all the fish.\r\n\r\n"

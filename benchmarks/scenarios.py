@@ -127,8 +127,10 @@ def scenario1(sizes: Sizes, profile: bool = False) -> dict[str, Any]:
                 gc.collect()
                 m = runner(blaster, f"{name}-{run}")
                 results[name].append(m)
-                _log(f"s1 run {run + 1}/{sizes.runs} {name}: {m.rate:,.0f} events/s"
-                     + ("" if m.ok else f" PROBLEMS {m.problems[:3]}"))  # fmt: skip
+                _log(
+                    f"s1 run {run + 1}/{sizes.runs} {name}: {m.rate:,.0f} events/s"
+                    + ("" if m.ok else f" PROBLEMS {m.problems[:3]}")
+                )
         if profile:
             prof = cProfile.Profile()
             prof.enable()
@@ -161,12 +163,18 @@ def scenario2(sizes: Sizes) -> dict[str, Any]:
             for run in range(sizes.s2_runs):
                 gc.collect()
                 m = run_ours(
-                    blaster.port, f"s2-{prefill}-{run}", blaster.counts, config.calls, prefill,
+                    blaster.port,
+                    f"s2-{prefill}-{run}",
+                    blaster.counts,
+                    config.calls,
                     prefill,
-                )  # fmt: skip
+                    prefill,
+                )
                 ms.append(m)
-                _log(f"s2 {prefill} live, run {run + 1}: {m.rate:,.0f} events/s"
-                     + ("" if m.ok else f" PROBLEMS {m.problems[:3]}"))  # fmt: skip
+                _log(
+                    f"s2 {prefill} live, run {run + 1}: {m.rate:,.0f} events/s"
+                    + ("" if m.ok else f" PROBLEMS {m.problems[:3]}")
+                )
             out[str(prefill)] = _summary(ms) | {"stream_events": blaster.events}
     return out
 
@@ -302,8 +310,10 @@ def scenario3(sizes: Sizes) -> dict[str, Any]:
     config = BlasterConfig(calls=calls, prefill_channels=sizes.s3_prefill, rate=sizes.s3_rate)
     with Blaster(config) as blaster:
         result = asyncio.run(_scenario3_async(blaster, sizes))
-    _log(f"s3 /metrics p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
-         f"max lag {result['max_lag_seconds']:.3f} s")  # fmt: skip
+    _log(
+        f"s3 /metrics p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+        f"max lag {result['max_lag_seconds']:.3f} s"
+    )
     return result
 
 
@@ -441,11 +451,15 @@ def scenario5(sizes: Sizes) -> dict[str, Any]:
     config = BlasterConfig(calls=calls, rate=sizes.s5_rate, list_prefill=False, tick=0.005)
     with Blaster(config) as blaster:
         control = asyncio.run(_raw_control_async(blaster, sizes, min(5.0, sizes.s5_seconds)))
-    _log(f"s5 raw control: CPU share {control['cpu_share']:.2f}, blaster behind schedule by "
-         f"{control['blaster_max_lag_vs_schedule_seconds']:.3f} s")  # fmt: skip
+    _log(
+        f"s5 raw control: CPU share {control['cpu_share']:.2f}, blaster behind schedule by "
+        f"{control['blaster_max_lag_vs_schedule_seconds']:.3f} s"
+    )
     with Blaster(config) as blaster:
         result = asyncio.run(_scenario5_async(blaster, sizes))
     result["raw_control"] = control
-    _log(f"s5 CPU share {result['cpu_share']:.2f}, behind: {len(result['behind'])}, "
-         f"max lag {result['max_lag_seconds']:.3f} s")  # fmt: skip
+    _log(
+        f"s5 CPU share {result['cpu_share']:.2f}, behind: {len(result['behind'])}, "
+        f"max lag {result['max_lag_seconds']:.3f} s"
+    )
     return result

@@ -82,17 +82,40 @@ def _start(
 async def soak(args: argparse.Namespace) -> int:
     secret = secrets.token_urlsafe(16)
     sim = SimulatedAsterisk(
-        SimulatorConfig(port=0, secret=secret, calls_per_second=args.calls_per_second,
-                        hold_time=args.hold_time, auth_delay=0.2, seed=11)
-    )  # fmt: skip
+        SimulatorConfig(
+            port=0,
+            secret=secret,
+            calls_per_second=args.calls_per_second,
+            hold_time=args.hold_time,
+            auth_delay=0.2,
+            seed=11,
+        )
+    )
     await sim.start()
     web_port = _free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO),
-           "AMI_SECRET": secret, "LANG": "C.UTF-8"}  # fmt: skip
-    argv = [sys.executable, "-m", "ami_exporter", "--ami.address", f"127.0.0.1:{sim.port}",
-            "--ami.username", "exporter", "--web.listen-address", f"127.0.0.1:{web_port}",
-            "--ami.ping-interval", "5", "--ami.resync-interval", "20",
-            "--log.level", "warn"]  # fmt: skip
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(REPO),
+        "AMI_SECRET": secret,
+        "LANG": "C.UTF-8",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "ami_exporter",
+        "--ami.address",
+        f"127.0.0.1:{sim.port}",
+        "--ami.username",
+        "exporter",
+        "--web.listen-address",
+        f"127.0.0.1:{web_port}",
+        "--ami.ping-interval",
+        "5",
+        "--ami.resync-interval",
+        "20",
+        "--log.level",
+        "warn",
+    ]
     proc, log = _start(argv, env, args.log)
     samples: list[Sample] = []
     start = time.monotonic()
@@ -118,14 +141,24 @@ async def soak(args: argparse.Namespace) -> int:
                 scraped = {"tracked": -1, "events": -1, "up": 0}
             true = len(sim.active_channels())
             fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
-            sample = Sample(elapsed, _rss_mib(proc.pid), fds, int(scraped["tracked"]), true,
-                            scraped["events"], scraped["up"], note.strip())  # fmt: skip
+            sample = Sample(
+                elapsed,
+                _rss_mib(proc.pid),
+                fds,
+                int(scraped["tracked"]),
+                true,
+                scraped["events"],
+                scraped["up"],
+                note.strip(),
+            )
             samples.append(sample)
             note = ""
-            print(f"{sample.t:7.1f} s  rss {sample.rss_mib:6.1f} MiB  fds {sample.fds:3d}  "
-                  f"tracked {sample.tracked:5d}  true {sample.true:5d}  "
-                  f"events {sample.events:12,.0f}  up {sample.up:.0f}  {sample.note}",
-                  flush=True)  # fmt: skip
+            print(
+                f"{sample.t:7.1f} s  rss {sample.rss_mib:6.1f} MiB  fds {sample.fds:3d}  "
+                f"tracked {sample.tracked:5d}  true {sample.true:5d}  "
+                f"events {sample.events:12,.0f}  up {sample.up:.0f}  {sample.note}",
+                flush=True,
+            )
             await asyncio.sleep(args.interval)
         # Let the last disruption settle, then compare with the truth.
         await asyncio.sleep(3.0)
@@ -145,16 +178,24 @@ async def soak(args: argparse.Namespace) -> int:
     rss_growth = final_rss - warm[0].rss_mib
     events_per_s = final["events"] / (time.monotonic() - start)
     print()
-    print(f"duration {duration:.0f} s, {args.calls_per_second:g} calls/s, drop every "
-          f"{args.disconnect_every:g} s, restart every {args.restart_every:g} s")  # fmt: skip
+    print(
+        f"duration {duration:.0f} s, {args.calls_per_second:g} calls/s, drop every "
+        f"{args.disconnect_every:g} s, restart every {args.restart_every:g} s"
+    )
     print(f"events ingested: {final['events']:,.0f} (~{events_per_s:,.0f}/s)")
-    print(f"RSS: first {samples[0].rss_mib:.1f} MiB, after warm-up {warm[0].rss_mib:.1f} MiB, "
-          f"max {max(s.rss_mib for s in samples):.1f} MiB, final {final_rss:.1f} MiB "
-          f"(growth after warm-up {rss_growth:+.1f} MiB)")  # fmt: skip
-    print(f"fds: min {min(s.fds for s in samples)}, max {max(s.fds for s in samples)}, "
-          f"final {final_fds}")  # fmt: skip
-    print(f"tracked channels at the end: {final['tracked']:.0f} (true {final_true}); max "
-          f"tracked during the run {max(s.tracked for s in samples)}")  # fmt: skip
+    print(
+        f"RSS: first {samples[0].rss_mib:.1f} MiB, after warm-up {warm[0].rss_mib:.1f} MiB, "
+        f"max {max(s.rss_mib for s in samples):.1f} MiB, final {final_rss:.1f} MiB "
+        f"(growth after warm-up {rss_growth:+.1f} MiB)"
+    )
+    print(
+        f"fds: min {min(s.fds for s in samples)}, max {max(s.fds for s in samples)}, "
+        f"final {final_fds}"
+    )
+    print(
+        f"tracked channels at the end: {final['tracked']:.0f} (true {final_true}); max "
+        f"tracked during the run {max(s.tracked for s in samples)}"
+    )
     ok = (
         rss_growth <= args.max_rss_growth_mib
         and final_fds <= min(s.fds for s in samples) + 2

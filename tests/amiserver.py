@@ -231,7 +231,7 @@ class TestAMIServer:
 
     __test__ = False  # not a test class, whatever its name
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options, each with a captured default
         self,
         *,
         banner: str | None = BANNER,

@@ -119,19 +119,36 @@ def ev(name: str, **fields: str) -> Message:
 def newchannel(
     uid: str, channel: str = "", linkedid: str = "", state: str = "Up", **fields: str
 ) -> Message:
-    return ev("Newchannel", Channel=channel or f"PJSIP/trunk-{uid}", ChannelStateDesc=state,
-              Uniqueid=uid, Linkedid=linkedid or uid, **fields)  # fmt: skip
+    return ev(
+        "Newchannel",
+        Channel=channel or f"PJSIP/trunk-{uid}",
+        ChannelStateDesc=state,
+        Uniqueid=uid,
+        Linkedid=linkedid or uid,
+        **fields,
+    )
 
 
 def hangup(uid: str, channel: str = "", cause: str = "16", **fields: str) -> Message:
-    return ev("Hangup", Channel=channel or f"PJSIP/trunk-{uid}", Uniqueid=uid, Linkedid=uid,
-              Cause=cause, **fields)  # fmt: skip
+    return ev(
+        "Hangup",
+        Channel=channel or f"PJSIP/trunk-{uid}",
+        Uniqueid=uid,
+        Linkedid=uid,
+        Cause=cause,
+        **fields,
+    )
 
 
 def listed_channel(uid: str, channel: str = "", linkedid: str = "", state: str = "Up") -> Message:
     """A ``CoreShowChannel`` list item (its ActionID is added when it is sent)."""
-    return ev("CoreShowChannel", Channel=channel or f"PJSIP/trunk-{uid}", ChannelStateDesc=state,
-              Uniqueid=uid, Linkedid=linkedid or uid)  # fmt: skip
+    return ev(
+        "CoreShowChannel",
+        Channel=channel or f"PJSIP/trunk-{uid}",
+        ChannelStateDesc=state,
+        Uniqueid=uid,
+        Linkedid=linkedid or uid,
+    )
 
 
 class FakeClock:
@@ -203,8 +220,13 @@ def firewalled_port() -> Iterator[int]:
 
 def simulator_config(**overrides: Any) -> SimulatorConfig:
     """The tests' simulator: any free port, no generated traffic, fast logins and calls."""
-    settings: dict[str, Any] = {"port": 0, "calls_per_second": 0, "auth_delay": 0.05,
-                                "ring_time": 0.05, "seed": 1}  # fmt: skip
+    settings: dict[str, Any] = {
+        "port": 0,
+        "calls_per_second": 0,
+        "auth_delay": 0.05,
+        "ring_time": 0.05,
+        "seed": 1,
+    }
     settings.update(overrides)
     return SimulatorConfig(**settings)
 
@@ -446,8 +468,17 @@ def start_simulator_process(
 ) -> int:
     """``python -m ami_simulator`` on a free port, once it accepts connections."""
     port = free_port()
-    argv = [sys.executable, "-m", "ami_simulator", "--listen", f"127.0.0.1:{port}",
-            "--username", username, "--calls-per-second", "0"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "ami_simulator",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--username",
+        username,
+        "--calls-per-second",
+        "0",
+    ]
     sim = Proc(argv, cwd, clean_env(AMI_SECRET=secret), name)
     procs.append(sim)
 
@@ -464,8 +495,14 @@ def start_exporter_process(
 ) -> tuple[Proc, int]:
     """``python -m ami_exporter --web.listen-address 127.0.0.1:<free> ARGS``, not waited on."""
     port = free_port()
-    argv = [sys.executable, "-m", "ami_exporter", "--web.listen-address", f"127.0.0.1:{port}",
-            *args]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "ami_exporter",
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        *args,
+    ]
     exp = Proc(argv, cwd, env or clean_env(), "exporter")
     procs.append(exp)
     return exp, port

@@ -57,9 +57,11 @@ async def test_list_and_core_answers_are_the_captured_ones(
     ami_server: AMIServerFactory, capture: Capture
 ) -> None:
     ami = await ami_server(channels=CAPTURED_CHANNELS)
-    asked = [("CoreShowChannels", "csc-1", "04-coreshowchannels.exporter.raw"),
-             ("CoreStatus", "corestatus-1", "05-commands.admin.raw"),
-             ("CoreSettings", "coresettings-1", "05-commands.admin.raw")]  # fmt: skip
+    asked = [
+        ("CoreShowChannels", "csc-1", "04-coreshowchannels.exporter.raw"),
+        ("CoreStatus", "corestatus-1", "05-commands.admin.raw"),
+        ("CoreSettings", "coresettings-1", "05-commands.admin.raw"),
+    ]
     data = LOGIN + b"".join(action(name, aid) for name, aid, _ in asked) + LOGOFF
     got = AMIParser().feed(await talk(ami.port, data))
     for _, aid, name in asked:
@@ -89,8 +91,9 @@ async def test_hooks_per_action_and_per_connection(ami_server: AMIServerFactory)
 
 async def test_first_time_then_the_default(ami_server: AMIServerFactory) -> None:
     ami = await ami_server(on_action={"Ping": first_time(permission_denied)}, events=())
-    got = AMIParser().feed(await talk(ami.port, LOGIN + action("Ping", "a") +
-                                      action("Ping", "b") + LOGOFF))  # fmt: skip
+    got = AMIParser().feed(
+        await talk(ami.port, LOGIN + action("Ping", "a") + action("Ping", "b") + LOGOFF)
+    )
     answers = {m.get("ActionID"): m.get("Message") or m.get("Ping") for m in got}
     assert (answers["a"], answers["b"]) == ("Permission denied", "Pong")
 

@@ -90,8 +90,10 @@ Scripted = Callable[..., Awaitable[TestAMIServer]]
 
 async def test_success_against_the_simulator(simulator: SimulatedAsterisk) -> None:
     simulator.start_call("answered", hold_time=30)
-    await wait_for(lambda: [c["ChannelStateDesc"] for c in simulator.active_channels()]
-                   == ["Up", "Up"], what="the call answered")  # fmt: skip
+    await wait_for(
+        lambda: [c["ChannelStateDesc"] for c in simulator.active_channels()] == ["Up", "Up"],
+        what="the call answered",
+    )
     code, out = await run_check(cfg(simulator.port))
     assert code == 0, out
     assert step(out, "tcp").startswith(f"[ OK ] tcp 127.0.0.1:{simulator.port} connected in ")
@@ -277,9 +279,16 @@ async def test_no_events_at_all(scripted: Scripted) -> None:
 
 async def _run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ami_exporter", "check", *args,
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "ami_exporter",
+        "check",
+        *args,
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, stdout.decode(), stderr.decode()
@@ -287,9 +296,10 @@ async def _run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 
 async def test_cli_wrong_secret_exit_code_and_no_secret(simulator: SimulatedAsterisk) -> None:
     code, out, err = await _run_cli(
-        "--ami.address", f"127.0.0.1:{simulator.port}",
+        "--ami.address",
+        f"127.0.0.1:{simulator.port}",
         env=clean_env(AMI_USERNAME="exporter", AMI_SECRET=WRONG),
-    )  # fmt: skip
+    )
     assert code == 5, (out, err)
     assert "[FAIL] login as 'exporter': Authentication failed - " in out
     assert WRONG not in out + err
@@ -300,9 +310,14 @@ async def test_cli_success(simulator: SimulatedAsterisk, tmp_path: Path) -> None
     secret_file.write_text(SECRET + "\n")
     secret_file.chmod(0o600)
     code, out, err = await _run_cli(
-        "--ami.address", f"127.0.0.1:{simulator.port}", "--ami.secret-file", str(secret_file),
-        "--ami.server-name", "dialer1", env=clean_env(AMI_USERNAME="exporter"),
-    )  # fmt: skip
+        "--ami.address",
+        f"127.0.0.1:{simulator.port}",
+        "--ami.secret-file",
+        str(secret_file),
+        "--ami.server-name",
+        "dialer1",
+        env=clean_env(AMI_USERNAME="exporter"),
+    )
     assert code == 0, (out, err)
     assert out.startswith(f"== dialer1 (127.0.0.1:{simulator.port}), user 'exporter'\n")
     assert SECRET not in out + err

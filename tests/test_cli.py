@@ -120,13 +120,19 @@ def test_telemetry_path_that_no_request_can_match(tmp_path: Path, path: str) -> 
     env = clean_env(AMI_SECRET="x")
     line = one_error_line(
         run_exporter(
-            ["--ami.username", "u", "--web.telemetry-path", path,
-             "--web.listen-address", f"127.0.0.1:{free_port()}"],
+            [
+                "--ami.username",
+                "u",
+                "--web.telemetry-path",
+                path,
+                "--web.listen-address",
+                f"127.0.0.1:{free_port()}",
+            ],
             tmp_path,
             env,
             timeout=3,
         )
-    )  # fmt: skip
+    )
     assert "--web.telemetry-path" in line
 
 
@@ -266,9 +272,17 @@ def test_secret_never_logged_on_login_failure(tmp_path: Path, procs: list[Proc])
     exporter, port = start_exporter_process(
         procs,
         tmp_path,
-        ["--ami.address", f"127.0.0.1:{sim_port}", "--ami.username", "u",
-         "--ami.secret-file", str(path), "--log.level", "debug"],
-    )  # fmt: skip
+        [
+            "--ami.address",
+            f"127.0.0.1:{sim_port}",
+            "--ami.username",
+            "u",
+            "--ami.secret-file",
+            str(path),
+            "--log.level",
+            "debug",
+        ],
+    )
 
     def login_failure_counted() -> bool:
         _, body = http_get(f"http://127.0.0.1:{port}/metrics")
@@ -295,9 +309,15 @@ def test_world_readable_secret_file_warns(tmp_path: Path, procs: list[Proc]) -> 
     exporter, port = start_exporter_process(
         procs,
         tmp_path,
-        ["--ami.address", f"127.0.0.1:{free_port()}", "--ami.username", "u",
-         "--ami.secret-file", str(path)],
-    )  # fmt: skip
+        [
+            "--ami.address",
+            f"127.0.0.1:{free_port()}",
+            "--ami.username",
+            "u",
+            "--ami.secret-file",
+            str(path),
+        ],
+    )
     wait_until(
         lambda: http_get(f"http://127.0.0.1:{port}/-/healthy")[0] == 200,
         10,
@@ -352,10 +372,16 @@ def test_signal_exits_zero(tmp_path: Path, procs: list[Proc], signum: int) -> No
     exporter, port = start_exporter_process(
         procs,
         tmp_path,
-        ["--ami.address", f"127.0.0.1:{sim_port}", "--ami.username", "u",
-         "--ami.server-name", "pbx"],
+        [
+            "--ami.address",
+            f"127.0.0.1:{sim_port}",
+            "--ami.username",
+            "u",
+            "--ami.server-name",
+            "pbx",
+        ],
         clean_env(AMI_SECRET="sesame"),
-    )  # fmt: skip
+    )
     wait_until(
         lambda: http_get(f"http://127.0.0.1:{port}/-/ready")[0] == 200,
         10,

@@ -80,8 +80,19 @@ def rows() -> dict[str, list[str]]:
     return out
 
 
-PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or",
-                   "unless", "offset", "bool"}  # fmt: skip
+PROMQL_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+}
 
 
 def metric_names(expr: str) -> list[str]:
@@ -151,27 +162,46 @@ def test_dashboard_rows_and_required_panels() -> None:
     assert list(layout) == ["Overview", "Calls", "AMI health", "Security", "Trunks", "Queues"]
     required = {
         "Overview": [
-            "AMI up", "Active channels", "Active calls", "Asterisk uptime",
-            "Since last reload", "Exporter scrape health",
+            "AMI up",
+            "Active channels",
+            "Active calls",
+            "Asterisk uptime",
+            "Since last reload",
+            "Exporter scrape health",
         ],
         "Calls": [
-            "Active channels by technology", "Active channels by state", "Originate rate",
-            "Originate success ratio", "Originate failures by reason",
-            "Dial outcomes by status", "Top hangup causes", "Share of failure causes",
+            "Active channels by technology",
+            "Active channels by state",
+            "Originate rate",
+            "Originate success ratio",
+            "Originate failures by reason",
+            "Dial outcomes by status",
+            "Top hangup causes",
+            "Share of failure causes",
             "Channel duration percentiles",
         ],
         "AMI health": [
-            "Login failures", "Connection errors by reason", "Disconnects by reason",
-            "Reconnect rate", "Age of the last AMI message", "Ping round trip",
-            "Events per second by type", "Malformed messages", "Resync corrections",
+            "Login failures",
+            "Connection errors by reason",
+            "Disconnects by reason",
+            "Reconnect rate",
+            "Age of the last AMI message",
+            "Ping round trip",
+            "Events per second by type",
+            "Malformed messages",
+            "Resync corrections",
         ],
         "Security": ["Security events by type and service"],
         "Trunks": [
-            "Peers down", "Registrations down", "Trunk channels (non-Local)",
-            "Peer reachability", "Peer round trip", "Registrations",
+            "Peers down",
+            "Registrations down",
+            "Trunk channels (non-Local)",
+            "Peer reachability",
+            "Peer round trip",
+            "Registrations",
         ],
         "Queues": ["Queue callers waiting", "Longest hold", "Queue members by status"],
-    }  # fmt: skip
+    }
     for row, titles in required.items():
         missing = set(titles) - set(layout[row])
         assert not missing, f"row {row!r} lacks {sorted(missing)}"

@@ -48,16 +48,21 @@ async def test_replay_of_a_busy_call_gives_exact_metrics(
     events = capture.events("03-originate-200.exporter.raw")
     ami = await ami_server(events=events)
     exp = await exporter(server_config(ami.port))
-    await wait_for(lambda: sum(exp.state.events.values()) >= len(events),
-                   what="all replayed events")  # fmt: skip
+    await wait_for(
+        lambda: sum(exp.state.events.values()) >= len(events), what="all replayed events"
+    )
     started = time.time()
     m = await exp.scrape()
     assert value(m, "asterisk_ami_up", **S) == 1
     assert value(m, "asterisk_ami_connection_attempts_total", **S) == 1
-    assert value(m, "asterisk_hangups_total", **S, tech="Local", cause="17",
-                 cause_name="USER_BUSY") == 1  # fmt: skip
-    assert value(m, "asterisk_hangups_total", **S, tech="Local", cause="0",
-                 cause_name="NOTDEFINED") == 1  # fmt: skip
+    assert (
+        value(m, "asterisk_hangups_total", **S, tech="Local", cause="17", cause_name="USER_BUSY")
+        == 1
+    )
+    assert (
+        value(m, "asterisk_hangups_total", **S, tech="Local", cause="0", cause_name="NOTDEFINED")
+        == 1
+    )
     assert value(m, "asterisk_originates_total", **S, result="failure", reason="busy") == 1
     assert value(m, "asterisk_originates_total", **S, result="success", reason="answered") == 0
     assert value(m, "asterisk_dials_total", **S, status="busy") == 1
@@ -66,8 +71,9 @@ async def test_replay_of_a_busy_call_gives_exact_metrics(
     assert value(m, "asterisk_active_calls", **S) == 0
     assert value(m, "asterisk_channel_duration_seconds_count", **S, tech="Local") == 2
     assert value(m, "asterisk_ami_malformed_messages_total", **S) == 0
-    assert value(m, "asterisk_info", **S, version="22.10.1", ami_version="11.0.0",
-                 system_name="") == 1  # fmt: skip
+    assert (
+        value(m, "asterisk_info", **S, version="22.10.1", ami_version="11.0.0", system_name="") == 1
+    )
     # FullyBooted said Uptime: 13 at login.
     startup = value(m, "asterisk_core_startup_timestamp_seconds", **S)
     assert startup is not None and abs(startup - (started - 13)) < 3
@@ -168,8 +174,12 @@ async def test_malformed_message_is_counted_and_skipped(
     await wait_for(lambda: exp.state.events.get("Hangup") == 1, what="hangup after junk")
     m = await exp.scrape()
     assert value(m, "asterisk_ami_malformed_messages_total", **S) == 1
-    assert value(m, "asterisk_hangups_total", **S, tech="SIP", cause="16",
-                 cause_name="NORMAL_CLEARING") == 1  # fmt: skip
+    assert (
+        value(
+            m, "asterisk_hangups_total", **S, tech="SIP", cause="16", cause_name="NORMAL_CLEARING"
+        )
+        == 1
+    )
 
 
 async def test_simulator_traffic_matches_metrics(
@@ -177,13 +187,25 @@ async def test_simulator_traffic_matches_metrics(
 ) -> None:
     exp = await exporter(server_config(simulator.port))
     await wait_for(lambda: exp.state.up, what="login")
-    outcomes = ["answered", "busy", "congestion", "no_answer", "unallocated", "rejected",
-                "failed_originate"]  # fmt: skip
+    outcomes = [
+        "answered",
+        "busy",
+        "congestion",
+        "no_answer",
+        "unallocated",
+        "rejected",
+        "failed_originate",
+    ]
     for outcome in outcomes:
         simulator.start_call(outcome, hold_time=0.2)
-    await wait_for(lambda: sum(exp.state.originates.values()) == len(outcomes)
-                   and not simulator.active_channels() and exp.live() == 0,
-                   what="all calls over")  # fmt: skip
+    await wait_for(
+        lambda: (
+            sum(exp.state.originates.values()) == len(outcomes)
+            and not simulator.active_channels()
+            and exp.live() == 0
+        ),
+        what="all calls over",
+    )
     m = await exp.scrape()
     assert value(m, "asterisk_originates_total", **S, result="success", reason="answered") == 1
     assert value(m, "asterisk_originates_total", **S, result="failure", reason="busy") == 1
@@ -192,8 +214,11 @@ async def test_simulator_traffic_matches_metrics(
     assert value(m, "asterisk_channels_created_total", **S, tech="Local") == 12
     causes = {"16": 2, "17": 1, "34": 1, "0": 2, "19": 2, "1": 2, "21": 2}
     for cause, n in causes.items():
-        got = sum(v for (name, labels), v in m.items()
-                  if name == "asterisk_hangups_total" and ("cause", cause) in labels)  # fmt: skip
+        got = sum(
+            v
+            for (name, labels), v in m.items()
+            if name == "asterisk_hangups_total" and ("cause", cause) in labels
+        )
         assert got == n, cause
 
 

@@ -84,8 +84,9 @@ async def test_accept_then_silence_times_out_and_retries(
     ami = await ami_server(banner=None)  # accepts, never sends a banner
     exp = await exporter(server_config(ami.port, connect_timeout=0.3))
     t0 = time.monotonic()
-    await wait_for(lambda: exp.state.connection_errors["timeout"] >= 2, timeout=5,
-                   what="two banner timeouts")  # fmt: skip
+    await wait_for(
+        lambda: exp.state.connection_errors["timeout"] >= 2, timeout=5, what="two banner timeouts"
+    )
     elapsed = time.monotonic() - t0
     latency, m = await exp.timed_scrape()
     # First try times out after 0.3 s, the second after the 1 s backoff + 0.3 s.
@@ -104,8 +105,9 @@ async def test_banner_then_no_answer_to_login(
     monkeypatch.setattr(client_module, "LOGIN_TIMEOUT_MIN", 0.3)
     ami = await ami_server(on_action={"Login": silence})  # reads the Login, never answers
     exp = await exporter(server_config(ami.port, connect_timeout=0.3), backoff_scale=0.1)
-    await wait_for(lambda: exp.state.login_failures["timeout"] >= 2, timeout=5,
-                   what="two login timeouts")  # fmt: skip
+    await wait_for(
+        lambda: exp.state.login_failures["timeout"] >= 2, timeout=5, what="two login timeouts"
+    )
     latency, m = await exp.timed_scrape()
     assert latency < 1.0
     assert value(m, "asterisk_ami_login_failures_total", **S, reason="timeout") >= 2
@@ -132,8 +134,11 @@ async def test_authentication_failed_attempts_stay_within_the_backoff_schedule(
     scale = 0.005
     ami = await ami_server(secret="right", auth_delay=0)
     exp = await exporter(server_config(ami.port, secret="wrong"), backoff_scale=scale)
-    await wait_for(lambda: len(ami.logins) == 5 and exp.state.login_failures["auth"] == 5,
-                   timeout=10, what="five login attempts")  # fmt: skip
+    await wait_for(
+        lambda: len(ami.logins) == 5 and exp.state.login_failures["auth"] == 5,
+        timeout=10,
+        what="five login attempts",
+    )
     m = await exp.scrape()
     attempts = [(a.time - ami.logins[0].time) / scale for a in ami.logins]  # simulated s
     assert not any(a.ok for a in ami.logins)
@@ -246,9 +251,11 @@ async def test_garbage_is_counted_and_memory_stays_bounded(
     rng = random.Random(4)
     binary = bytes(rng.getrandbits(8) for _ in range(64 * 1024)).replace(b"\n", b"\x00")
     huge = 10 * 1024 * 1024
-    bad_utf8 = (b"Event: Hangup\r\nPrivilege: \xff\xfe\r\nChannel: PJSIP/\xc3\x28-1\r\n"
-                b"Uniqueid: \xed\xa0\x80\r\nLinkedid: \xff\r\nCause: \xf0\x28\x8c\x28\r\n"
-                b"Cause-txt: \x80\x81\r\n\r\n")  # fmt: skip
+    bad_utf8 = (
+        b"Event: Hangup\r\nPrivilege: \xff\xfe\r\nChannel: PJSIP/\xc3\x28-1\r\n"
+        b"Uniqueid: \xed\xa0\x80\r\nLinkedid: \xff\r\nCause: \xf0\x28\x8c\x28\r\n"
+        b"Cause-txt: \x80\x81\r\n\r\n"
+    )
     no_event = b"Channel: PJSIP/x-1\r\nUniqueid: 5.5\r\n\r\n"
     no_uniqueid = serialize(ev("Newchannel", Channel="PJSIP/a-1", ChannelStateDesc="Up")) + (
         serialize(ev("Hangup", Channel="PJSIP/a-1", Cause="17"))
@@ -282,8 +289,11 @@ async def test_garbage_is_counted_and_memory_stays_bounded(
 
     sampler = asyncio.create_task(sample())
     t0 = time.monotonic()
-    await wait_for(lambda: exp.state.events.get("UserEvent", 0) == 1, timeout=30,
-                   what="the sentinel after the garbage")  # fmt: skip
+    await wait_for(
+        lambda: exp.state.events.get("UserEvent", 0) == 1,
+        timeout=30,
+        what="the sentinel after the garbage",
+    )
     ingest = time.monotonic() - t0
     done = True
     await sampler
@@ -297,11 +307,15 @@ async def test_garbage_is_counted_and_memory_stays_bounded(
     assert value(m, "asterisk_ami_up", **S) == 1
     assert value(m, "asterisk_ami_disconnects_total", **S, reason="eof") == 0
     # Invalid UTF-8 in every field: counted (cause unparsable -> other), labels valid UTF-8.
-    assert value(m, "asterisk_hangups_total", **S, tech="PJSIP", cause="other",
-                 cause_name="UNKNOWN") == 1  # fmt: skip
+    assert (
+        value(m, "asterisk_hangups_total", **S, tech="PJSIP", cause="other", cause_name="UNKNOWN")
+        == 1
+    )
     # Missing Uniqueid: counted, never tracked as a live channel.
-    assert value(m, "asterisk_hangups_total", **S, tech="PJSIP", cause="17",
-                 cause_name="USER_BUSY") == 1  # fmt: skip
+    assert (
+        value(m, "asterisk_hangups_total", **S, tech="PJSIP", cause="17", cause_name="USER_BUSY")
+        == 1
+    )
     assert value(m, "asterisk_channels_created_total", **S, tech="PJSIP") == 1
     assert exp.live() == 0
     assert value(m, "asterisk_ami_events_total", **S, event="other") == 1_000_000
@@ -371,8 +385,11 @@ async def test_asterisk_restart_mid_call_with_fullybooted_uptime(
 
     async def on_connect(conn: Connection) -> None:
         if conn.index == 0:
-            conn.events = [booted("5000", "5000"), newchannel("1.1", linkedid="1.1"),
-                           newchannel("1.2", linkedid="1.1")]  # fmt: skip
+            conn.events = [
+                booted("5000", "5000"),
+                newchannel("1.1", linkedid="1.1"),
+                newchannel("1.2", linkedid="1.1"),
+            ]
             conn.channels = [listed_channel("1.1"), listed_channel("1.2", linkedid="1.1")]
             conn.on_action["ping"] = shutdown
         else:
@@ -385,8 +402,7 @@ async def test_asterisk_restart_mid_call_with_fullybooted_uptime(
     await wait_for(lambda: exp.live() == 2, what="the call tracked")
     first_start = exp.state.startup_timestamp
     await wait_for(lambda: exp.state.disconnects["shutdown"] == 1, timeout=3, what="shutdown")
-    await wait_for(lambda: exp.state.up and len(ami.connections) == 2, timeout=4,
-                   what="reconnect")  # fmt: skip
+    await wait_for(lambda: exp.state.up and len(ami.connections) == 2, timeout=4, what="reconnect")
     await wait_for(lambda: exp.state.resync_added == 1, what="resync")
     m = await exp.scrape()  # resync_grace=0: a channel the resync removed is a ghost at once
     assert first_start is not None and exp.state.startup_timestamp is not None
@@ -413,8 +429,9 @@ async def test_asterisk_restart_without_shutdown_found_by_uptime(
             conn.events = [booted("3")]
 
     ami = await ami_server(on_connect=on_connect)
-    exp = await exporter(server_config(ami.port, ping_interval=0.3), resync_grace=0,
-                         backoff_scale=0.1)  # fmt: skip
+    exp = await exporter(
+        server_config(ami.port, ping_interval=0.3), resync_grace=0, backoff_scale=0.1
+    )
     await wait_for(lambda: exp.live() == 1, what="the channel tracked")
     await wait_for(lambda: exp.state.restarts_detected == 1, timeout=4, what="restart")
     await wait_for(lambda: exp.state.up and len(ami.connections) == 2, what="reconnect")
@@ -488,16 +505,16 @@ async def test_concurrent_scrapes_during_an_event_flood(
             created = 0.0
             for family in text_string_to_metric_families(body):
                 if family.name == "asterisk_channels_created":
-                    created = sum(s.value for s in family.samples
-                                  if s.name.endswith("_total"))  # fmt: skip
+                    created = sum(s.value for s in family.samples if s.name.endswith("_total"))
             out.append((time.monotonic() - start, created))
         return out
 
     t0 = time.monotonic()
     results = await asyncio.gather(*(asyncio.to_thread(scraper) for _ in range(16)))
     scraping = time.monotonic() - t0
-    await wait_for(lambda: exp.state.events.get("UserEvent", 0) == 1, timeout=30,
-                   what="the end of the flood")  # fmt: skip
+    await wait_for(
+        lambda: exp.state.events.get("UserEvent", 0) == 1, timeout=30, what="the end of the flood"
+    )
     await asyncio.gather(*flooders)
     total = exp.state.channels_created.get("PJSIP", 0)
     elapsed = time.monotonic() - t0
@@ -515,6 +532,8 @@ async def test_concurrent_scrapes_during_an_event_flood(
     assert value(m, "asterisk_ami_disconnects_total", **S, reason="eof") == 0
     assert exp.live() == 0
     rate = total * 4 / elapsed
-    print(f"flood: {total * 4} events in {elapsed:.2f} s ({rate:,.0f}/s) with 128 scrapes in "
-          f"{scraping:.2f} s, max scrape {max(latencies) * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"flood: {total * 4} events in {elapsed:.2f} s ({rate:,.0f}/s) with 128 scrapes in "
+        f"{scraping:.2f} s, max scrape {max(latencies) * 1000:.0f} ms"
+    )
     assert rate > 10_000

@@ -41,75 +41,139 @@ ExporterFactory = Callable[..., Awaitable[Exporter]]
 def test_peer_events_of_every_kind() -> None:
     st = ServerState("x")
     # 1.8/11 chan_sip: Time in ms
-    st.handle_event(ev("PeerStatus", ChannelType="SIP", Peer="SIP/carrier", PeerStatus="Reachable",
-                       Time="23"))  # fmt: skip
+    st.handle_event(
+        ev("PeerStatus", ChannelType="SIP", Peer="SIP/carrier", PeerStatus="Reachable", Time="23")
+    )
     assert st.peers.peers[("SIP", "carrier")].up and st.peers.peers[("SIP", "carrier")].rtt == 0.023
-    st.handle_event(ev("PeerStatus", ChannelType="SIP", Peer="SIP/carrier",
-                       PeerStatus="Unreachable", Time="-1"))  # fmt: skip
+    st.handle_event(
+        ev("PeerStatus", ChannelType="SIP", Peer="SIP/carrier", PeerStatus="Unreachable", Time="-1")
+    )
     peer = st.peers.peers[("SIP", "carrier")]
     assert not peer.up and peer.rtt is None
-    st.handle_event(ev("PeerStatus", ChannelType="SIP", Peer="SIP/carrier",
-                       PeerStatus="Unreachable", Time="-1"))  # fmt: skip
-    assert st.peers.changes == {("SIP", "carrier", "reachable"): 1,
-                                ("SIP", "carrier", "unreachable"): 1}  # fmt: skip
+    st.handle_event(
+        ev("PeerStatus", ChannelType="SIP", Peer="SIP/carrier", PeerStatus="Unreachable", Time="-1")
+    )
+    assert st.peers.changes == {
+        ("SIP", "carrier", "reachable"): 1,
+        ("SIP", "carrier", "unreachable"): 1,
+    }
     # PJSIP contact with a round trip; a repeated status is no change
     for _ in range(2):
-        st.handle_event(ev("ContactStatus", URI="sip:2001@10.0.0.9:5060", ContactStatus="Reachable",
-                           AOR="2001", EndpointName="2001", RoundtripUsec="1500"))  # fmt: skip
+        st.handle_event(
+            ev(
+                "ContactStatus",
+                URI="sip:2001@10.0.0.9:5060",
+                ContactStatus="Reachable",
+                AOR="2001",
+                EndpointName="2001",
+                RoundtripUsec="1500",
+            )
+        )
     assert st.peers.peers[("PJSIP", "2001")].rtt == 0.0015
     assert st.peers.changes[("PJSIP", "2001", "reachable")] == 1
-    st.handle_event(ev("ContactStatus", URI="sip:2001@10.0.0.9:5060", ContactStatus="Removed",
-                       AOR="2001", EndpointName="2001"))  # fmt: skip
+    st.handle_event(
+        ev(
+            "ContactStatus",
+            URI="sip:2001@10.0.0.9:5060",
+            ContactStatus="Removed",
+            AOR="2001",
+            EndpointName="2001",
+        )
+    )
     assert not st.peers.peers[("PJSIP", "2001")].up
     # IAX2 and registrations
     st.handle_event(ev("PeerStatus", ChannelType="IAX2", Peer="IAX2/hq", PeerStatus="Lagged"))
     assert st.peers.peers[("IAX2", "hq")].up
-    st.handle_event(ev("Registry", ChannelType="SIP", Username="u1", Domain="sip.example",
-                       Status="Registered"))  # fmt: skip
-    st.handle_event(ev("Registry", ChannelType="SIP", Username="u2", Domain="sip.example",
-                       Status="Rejected", Cause="AUTH_SECRET_FAILED"))  # fmt: skip
-    assert st.peers.registrations == {("SIP", "u1@sip.example"): True,
-                                      ("SIP", "u2@sip.example"): False}  # fmt: skip
+    st.handle_event(
+        ev("Registry", ChannelType="SIP", Username="u1", Domain="sip.example", Status="Registered")
+    )
+    st.handle_event(
+        ev(
+            "Registry",
+            ChannelType="SIP",
+            Username="u2",
+            Domain="sip.example",
+            Status="Rejected",
+            Cause="AUTH_SECRET_FAILED",
+        )
+    )
+    assert st.peers.registrations == {
+        ("SIP", "u1@sip.example"): True,
+        ("SIP", "u2@sip.example"): False,
+    }
 
 
 def test_peer_filter_and_peer_names_never_break_labels() -> None:
     st = ServerState("x")
     st.configure(peers_include="^carrier", peers_exclude="test$")
     for name in ("carrier-a", "carrier-test", "1001"):
-        st.handle_event(ev("PeerStatus", ChannelType="PJSIP", Peer=f"PJSIP/{name}",
-                           PeerStatus="Reachable"))  # fmt: skip
+        st.handle_event(
+            ev("PeerStatus", ChannelType="PJSIP", Peer=f"PJSIP/{name}", PeerStatus="Reachable")
+        )
     assert set(st.peers.peers) == {("PJSIP", "carrier-a")}
 
 
 def test_dial_subevent_and_masquerades_of_asterisk_11() -> None:
     st = ServerState("x")
-    st.handle_event(ev("Dial", SubEvent="Begin", Channel="SIP/a-1", UniqueID="1.1",
-                       DestUniqueID="1.2", Dialstring="100"))  # fmt: skip
-    st.handle_event(ev("Dial", SubEvent="End", Channel="SIP/a-1", UniqueID="1.1",
-                       DialStatus="ANSWER"))  # fmt: skip
+    st.handle_event(
+        ev(
+            "Dial",
+            SubEvent="Begin",
+            Channel="SIP/a-1",
+            UniqueID="1.1",
+            DestUniqueID="1.2",
+            Dialstring="100",
+        )
+    )
+    st.handle_event(
+        ev("Dial", SubEvent="End", Channel="SIP/a-1", UniqueID="1.1", DialStatus="ANSWER")
+    )
     assert st.dials == {"answer": 1}
     # 1.8/11: no Linkedid; Local halves are one call, a SIP channel is its own
-    for uid, chan in (("1.1", "Local/100@test-0001;1"), ("1.2", "Local/100@test-0001;2"),
-                      ("1.3", "SIP/trunk-0002")):  # fmt: skip
-        st.handle_event(ev("Newchannel", Channel=chan, ChannelState="0", ChannelStateDesc="Down",
-                           CallerIDNum="", CallerIDName="", AccountCode="", Exten="100",
-                           Context="test", Uniqueid=uid))  # fmt: skip
+    for uid, chan in (
+        ("1.1", "Local/100@test-0001;1"),
+        ("1.2", "Local/100@test-0001;2"),
+        ("1.3", "SIP/trunk-0002"),
+    ):
+        st.handle_event(
+            ev(
+                "Newchannel",
+                Channel=chan,
+                ChannelState="0",
+                ChannelStateDesc="Down",
+                CallerIDNum="",
+                CallerIDName="",
+                AccountCode="",
+                Exten="100",
+                Context="test",
+                Uniqueid=uid,
+            )
+        )
     assert st.active_calls == 2 and len(st.channels) == 3
     # A masquerade: the zombie's Hangup removes a channel without counting a hangup.
     st.handle_event(ev("Hangup", Channel="SIP/trunk-0002<ZOMBIE>", Uniqueid="1.3", Cause="0"))
     assert len(st.channels) == 2 and st.hangups == {}
-    st.handle_event(ev("Newstate", Channel="SIP/x-0003<MASQ>", ChannelStateDesc="Up",
-                       Uniqueid="1.9"))  # fmt: skip
+    st.handle_event(
+        ev("Newstate", Channel="SIP/x-0003<MASQ>", ChannelStateDesc="Up", Uniqueid="1.9")
+    )
     assert "1.9" not in st.channels
     st.resync_begin()
     listed = [
-        ev("CoreShowChannel", Channel="Local/100@test-0001;1", UniqueID="1.1",
-           ChannelStateDesc="Up", CallerIDnum="5551000"),
-        ev("CoreShowChannel", Channel="Local/100@test-0001;2", UniqueID="1.2",
-           ChannelStateDesc="Up"),
-        ev("CoreShowChannel", Channel="SIP/y-0004<ZOMBIE>", UniqueID="1.7",
-           ChannelStateDesc="Up"),
-    ]  # fmt: skip
+        ev(
+            "CoreShowChannel",
+            Channel="Local/100@test-0001;1",
+            UniqueID="1.1",
+            ChannelStateDesc="Up",
+            CallerIDnum="5551000",
+        ),
+        ev(
+            "CoreShowChannel",
+            Channel="Local/100@test-0001;2",
+            UniqueID="1.2",
+            ChannelStateDesc="Up",
+        ),
+        ev("CoreShowChannel", Channel="SIP/y-0004<ZOMBIE>", UniqueID="1.7", ChannelStateDesc="Up"),
+    ]
     assert st.resync_complete(listed) == (0, 0)
 
 
@@ -126,21 +190,49 @@ def test_vicidial_counts_each_call_once_and_trunk_hangups() -> None:
     st = ServerState("x")
     st.configure(vicidial=True)
     cid = "V1127093000000012345"
-    chans = [("1.1", "Local/91555@default-0001;1"), ("1.2", "Local/91555@default-0001;2"),
-             ("1.3", "SIP/carrier-0002")]  # fmt: skip
+    chans = [
+        ("1.1", "Local/91555@default-0001;1"),
+        ("1.2", "Local/91555@default-0001;2"),
+        ("1.3", "SIP/carrier-0002"),
+    ]
     for uid, chan in chans:
-        st.handle_event(ev("Newchannel", Channel=chan, Uniqueid=uid, Linkedid="1.1",
-                           ChannelStateDesc="Down", CallerIDName="<unknown>"))  # fmt: skip
-        st.handle_event(ev("Newstate", Channel=chan, Uniqueid=uid, Linkedid="1.1",
-                           ChannelStateDesc="Up", CallerIDName=cid))  # fmt: skip
+        st.handle_event(
+            ev(
+                "Newchannel",
+                Channel=chan,
+                Uniqueid=uid,
+                Linkedid="1.1",
+                ChannelStateDesc="Down",
+                CallerIDName="<unknown>",
+            )
+        )
+        st.handle_event(
+            ev(
+                "Newstate",
+                Channel=chan,
+                Uniqueid=uid,
+                Linkedid="1.1",
+                ChannelStateDesc="Up",
+                CallerIDName=cid,
+            )
+        )
     for uid, chan in chans:
-        st.handle_event(ev("Hangup", Channel=chan, Uniqueid=uid, Linkedid="1.1",
-                           CallerIDName=cid, Cause="17"))  # fmt: skip
+        st.handle_event(
+            ev("Hangup", Channel=chan, Uniqueid=uid, Linkedid="1.1", CallerIDName=cid, Cause="17")
+        )
     assert st.vicidial.calls["auto_dial"] == 1
     assert st.vicidial.hangups == {("auto_dial", "17"): 1}  # the trunk leg only
     # an inbound call ID in ConnectedLineName of an agent phone
-    st.handle_event(ev("Hangup", Channel="SIP/1001-0003", Uniqueid="2.1", CallerIDName="Bob",
-                       ConnectedLineName="Y1127093000000012399", Cause="16"))  # fmt: skip
+    st.handle_event(
+        ev(
+            "Hangup",
+            Channel="SIP/1001-0003",
+            Uniqueid="2.1",
+            CallerIDName="Bob",
+            ConnectedLineName="Y1127093000000012399",
+            Cause="16",
+        )
+    )
     assert st.vicidial.calls["inbound"] == 1
     # disabled: nothing counted
     off = ServerState("y")
@@ -178,8 +270,15 @@ async def test_unknown_action_of_the_real_capture_is_remembered(capture: Capture
     log = logging.getLogger("test")
     for _ in range(3):
         await poll_optional(request, st, queues=True, skip=skip, timeout=1, logger=log)
-    assert sent == ["SIPpeers", "IAXpeerlist", "PJSIPShowContacts", "SIPshowregistry",
-                    "PJSIPShowRegistrationsOutbound", "QueueStatus", "QueueSummary"]  # fmt: skip
+    assert sent == [
+        "SIPpeers",
+        "IAXpeerlist",
+        "PJSIPShowContacts",
+        "SIPshowregistry",
+        "PJSIPShowRegistrationsOutbound",
+        "QueueStatus",
+        "QueueSummary",
+    ]
 
 
 @pytest.mark.e2e
@@ -235,13 +334,14 @@ async def test_peers_and_registrations_on_asterisk_22(
     await wait_for(lambda: actions.names.count("PJSIPShowContacts") >= 3, what="resyncs")
     m = await exp.scrape()
     assert value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="carrier-pjsip") == 1
-    assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP",
-                 peer="carrier-pjsip") == 0.015  # fmt: skip
+    assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP", peer="carrier-pjsip") == 0.015
     assert value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="2001") == 1
     assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP", peer="2001") is None
     assert value(m, "asterisk_peer_up", **S, tech="IAX2", peer="iax-peer") == 1
-    assert value(m, "asterisk_registration_up", **S, tech="PJSIP",
-                 registration="carrier-pjsip-reg") == 1  # fmt: skip
+    assert (
+        value(m, "asterisk_registration_up", **S, tech="PJSIP", registration="carrier-pjsip-reg")
+        == 1
+    )
     assert not [k for k in samples_of(m, "asterisk_peer_up") if ("tech", "SIP") in k]
     # chan_sip is gone in 22: asked once per session, never again
     assert actions.names.count("SIPpeers") == 1
@@ -250,18 +350,31 @@ async def test_peers_and_registrations_on_asterisk_22(
 
     sim.extras.set_peer_status("PJSIP", "carrier-pjsip", "Unreachable")
     sim.extras.set_registration("PJSIP", "carrier-pjsip-reg", "Rejected")
-    await wait_for(lambda: not exp.state.peers.peers[("PJSIP", "carrier-pjsip")].up,
-                   what="unreachable")  # fmt: skip
-    await wait_for(lambda: not exp.state.peers.registrations[
-        ("PJSIP", "carrier-pjsip-reg")], what="rejected")  # fmt: skip
+    await wait_for(
+        lambda: not exp.state.peers.peers[("PJSIP", "carrier-pjsip")].up, what="unreachable"
+    )
+    await wait_for(
+        lambda: not exp.state.peers.registrations[("PJSIP", "carrier-pjsip-reg")], what="rejected"
+    )
     await actions.more("PJSIPShowContacts")  # polls agree with the events: no flapping back
     m = await exp.scrape()
     assert value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="carrier-pjsip") == 0
     assert value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP", peer="carrier-pjsip") is None
-    assert value(m, "asterisk_peer_status_changes_total", **S, tech="PJSIP", peer="carrier-pjsip",
-                 status="unreachable") == 1  # fmt: skip
-    assert value(m, "asterisk_registration_up", **S, tech="PJSIP",
-                 registration="carrier-pjsip-reg") == 0  # fmt: skip
+    assert (
+        value(
+            m,
+            "asterisk_peer_status_changes_total",
+            **S,
+            tech="PJSIP",
+            peer="carrier-pjsip",
+            status="unreachable",
+        )
+        == 1
+    )
+    assert (
+        value(m, "asterisk_registration_up", **S, tech="PJSIP", registration="carrier-pjsip-reg")
+        == 0
+    )
 
 
 @pytest.mark.e2e
@@ -276,16 +389,34 @@ async def test_chan_sip_peers_on_older_versions(
     await wait_for(lambda: ("SIP", "carrier-sip") in exp.state.peers.peers, what="poll")
     sim.extras.set_peer_status("SIP", "carrier-sip", "Lagged", rtt_ms=900)
     sim.extras.set_peer_status("SIP", "1001", "Unreachable")
-    await wait_for(lambda: exp.state.peers.peers[("SIP", "1001")].status == "unreachable",
-                   what="event")  # fmt: skip
+    await wait_for(
+        lambda: exp.state.peers.peers[("SIP", "1001")].status == "unreachable", what="event"
+    )
     await actions.more("SIPpeers")  # polls agree with the events
     m = await exp.scrape()
     assert value(m, "asterisk_peer_up", **S, tech="SIP", peer="carrier-sip") == 1
     assert value(m, "asterisk_peer_up", **S, tech="SIP", peer="1001") == 0
-    assert value(m, "asterisk_peer_status_changes_total", **S, tech="SIP", peer="1001",
-                 status="unreachable") == 1  # fmt: skip
-    assert value(m, "asterisk_registration_up", **S, tech="SIP",
-                 registration="trunkuser@sip.carrier.example") == 1  # fmt: skip
+    assert (
+        value(
+            m,
+            "asterisk_peer_status_changes_total",
+            **S,
+            tech="SIP",
+            peer="1001",
+            status="unreachable",
+        )
+        == 1
+    )
+    assert (
+        value(
+            m,
+            "asterisk_registration_up",
+            **S,
+            tech="SIP",
+            registration="trunkuser@sip.carrier.example",
+        )
+        == 1
+    )
     assert value(m, "asterisk_peer_up", **S, tech="IAX2", peer="iax-peer") is None  # excluded
     pjsip = [k for k in samples_of(m, "asterisk_peer_up") if ("tech", "PJSIP") in k]
     assert bool(pjsip) == (version != "11")
@@ -325,8 +456,9 @@ async def test_vicidial_calls_on_the_simulator(
     sim.start_call("answered", hold_time=0.05, caller_name="V1127093000000012345")
     sim.start_call("busy", caller_name="M1127093000000012346")
     sim.start_call("congestion")  # not a VICIdial call
-    await wait_for(lambda: sum(exp.state.originates.values()) == 3 and
-                   not exp.state.channels, what="calls")  # fmt: skip
+    await wait_for(
+        lambda: sum(exp.state.originates.values()) == 3 and not exp.state.channels, what="calls"
+    )
     m = await exp.scrape()
     assert value(m, "asterisk_vicidial_calls_total", **S, type="auto_dial") == 1
     assert value(m, "asterisk_vicidial_calls_total", **S, type="manual_dial") == 1
@@ -349,12 +481,20 @@ def test_config_keys(tmp_path: Path) -> None:
     (server,) = load_config_file(str(path), DEFAULTS)
     assert isinstance(server, ServerConfig)
     assert (server.peers_include, server.peers_exclude, server.queues, server.vicidial) == (
-        "^carrier", None, True, True)  # fmt: skip
-    path.write_text("servers:\n  - address: 127.0.0.1:5038\n    username: u\n    secret: s\n"
-                    "    peers_exclude: '(unclosed'\n")  # fmt: skip
+        "^carrier",
+        None,
+        True,
+        True,
+    )
+    path.write_text(
+        "servers:\n  - address: 127.0.0.1:5038\n    username: u\n    secret: s\n"
+        "    peers_exclude: '(unclosed'\n"
+    )
     with pytest.raises(ConfigError, match=r"c\.yml:5: peers_exclude: invalid regular expression"):
         load_config_file(str(path), DEFAULTS)
-    path.write_text("servers:\n  - address: 127.0.0.1:5038\n    username: u\n    secret: s\n"
-                    "    queues: 'yes please'\n")  # fmt: skip
+    path.write_text(
+        "servers:\n  - address: 127.0.0.1:5038\n    username: u\n    secret: s\n"
+        "    queues: 'yes please'\n"
+    )
     with pytest.raises(ConfigError, match=r"c\.yml:5: queues: 'yes please' must be true or false"):
         load_config_file(str(path), DEFAULTS)

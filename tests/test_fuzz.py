@@ -36,9 +36,30 @@ PROFILE = settings(
 )
 
 # Bytes that matter to the framing, mixed with anything.
-_ALPHABET = [b"\r\n", b"\n", b"\r", b"\n\n", b": ", b":", b" ", b"Event", b"Response",
-             b"Action", b"Follows", b"ollows", b"OLLOWS", b"--END COMMAND--", b"Output",
-             b"ActionID", b"Privilege", b"\xff", b"\xc3", b"\x00", b"a", b"Z"]  # fmt: skip
+_ALPHABET = [
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\n\n",
+    b": ",
+    b":",
+    b" ",
+    b"Event",
+    b"Response",
+    b"Action",
+    b"Follows",
+    b"ollows",
+    b"OLLOWS",
+    b"--END COMMAND--",
+    b"Output",
+    b"ActionID",
+    b"Privilege",
+    b"\xff",
+    b"\xc3",
+    b"\x00",
+    b"a",
+    b"Z",
+]
 junk = st.lists(st.one_of(st.sampled_from(_ALPHABET), st.binary(max_size=12)), max_size=80).map(
     b"".join
 )
@@ -81,14 +102,20 @@ def _exercise(msg: Message) -> None:
 @example(data=b"Ast\x00\r\n\r\n\r\r\n\nRes", cuts=[9], banner=True, limit=1 << 20)
 # Found by the fuzz target's plain loop: "x\r\r\n" parsed as "x\r" in CRLF mode but "x" once a
 # bare LF elsewhere in the same read had sent the bytes down the normalising path.
-@example(data=b"Event: A\r\nP: x\r\r\nQ: y\r\n\r\nEvent: B\n\n", cuts=[30], banner=False,
-         limit=1 << 20)  # fmt: skip
+@example(
+    data=b"Event: A\r\nP: x\r\r\nQ: y\r\n\r\nEvent: B\n\n", cuts=[30], banner=False, limit=1 << 20
+)
 # Found by the atheris target: `foLlows` (missed by the "ollows"/"OLLOWS" scan) framed as a
 # Follows block only when a normally spelt one shared its read.
-@example(data=b"Response: followsX\n\nresponse: foLlows\n\nA\n\n", cuts=[21], banner=False,
-         limit=1 << 20)  # fmt: skip
-@given(data=junk, cuts=st.lists(st.integers(min_value=0), max_size=8),
-       banner=st.booleans(), limit=st.sampled_from([16, 40, 100, 1 << 20]))  # fmt: skip
+@example(
+    data=b"Response: followsX\n\nresponse: foLlows\n\nA\n\n", cuts=[21], banner=False, limit=1 << 20
+)
+@given(
+    data=junk,
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+    banner=st.booleans(),
+    limit=st.sampled_from([16, 40, 100, 1 << 20]),
+)
 def test_any_byte_stream_never_raises_and_chunking_does_not_matter(
     data: bytes, cuts: list[int], banner: bool, limit: int
 ) -> None:
@@ -106,9 +133,25 @@ def test_any_byte_stream_never_raises_and_chunking_does_not_matter(
 
 
 _line_bits = st.sampled_from(
-    [b"Uniqueid", b"uniqueid", b"Cause", b"Channel", b"Event", b"event", b"K", b":", b": ",
-     b" ", b"\r", b"\n", b"\r\n", b"\xff", b"x", b"1"]
-)  # fmt: skip
+    [
+        b"Uniqueid",
+        b"uniqueid",
+        b"Cause",
+        b"Channel",
+        b"Event",
+        b"event",
+        b"K",
+        b":",
+        b": ",
+        b" ",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\xff",
+        b"x",
+        b"1",
+    ]
+)
 _block_bodies = st.one_of(st.binary(max_size=200), st.lists(_line_bits, max_size=40).map(b"".join))
 _lookup_keys = ("Uniqueid", "uniqueid", "UniqueID", "Cause", "Channel", "K", "Event", "event", "x")
 
@@ -179,9 +222,14 @@ def _wire(msg: Message, lf_only: bool, blank_before: int) -> bytes:
 
 
 @PROFILE
-@given(items=st.lists(st.tuples(st.one_of(messages(), follows_blocks()), st.booleans(),
-                                 st.integers(0, 2)), max_size=12),
-       cuts=st.lists(st.integers(min_value=0), max_size=10), banner=st.booleans())  # fmt: skip
+@given(
+    items=st.lists(
+        st.tuples(st.one_of(messages(), follows_blocks()), st.booleans(), st.integers(0, 2)),
+        max_size=12,
+    ),
+    cuts=st.lists(st.integers(min_value=0), max_size=10),
+    banner=st.booleans(),
+)
 def test_valid_stream_split_anywhere_gives_the_same_messages(
     items: list[tuple[Message | tuple[bytes, Message], bool, int]], cuts: list[int], banner: bool
 ) -> None:
@@ -258,12 +306,24 @@ def _run_fuzz_target(tmp_path: Path, *, block_atheris: bool) -> str:
     bound = f"-max_total_time={seconds}" if seconds else f"-runs={runs}"
     corpus = tmp_path / "corpus"  # seeded from tests/fixtures by the target itself
     result = subprocess.run(
-        [sys.executable, "-c", _RUN_TARGET, str(FUZZ_TARGET), "1" if block_atheris else "0",
-         bound, "-seed=1", "-rss_limit_mb=1024", str(corpus)],
-        capture_output=True, text=True, timeout=float(seconds or 0) + 120, check=False,
+        [
+            sys.executable,
+            "-c",
+            _RUN_TARGET,
+            str(FUZZ_TARGET),
+            "1" if block_atheris else "0",
+            bound,
+            "-seed=1",
+            "-rss_limit_mb=1024",
+            str(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=float(seconds or 0) + 120,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(SRC), "AMI_FUZZ_SEED": "1"},
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert not list(tmp_path.glob("crash-*")), output[-4000:]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from exporter_harness import Samples, running_exporter, server_config, value, wait_for
+from helpers import Samples, running_exporter, server_config, value, wait_for
 
 from ami_exporter.ami.protocol import AMIParser, Message, serialize
 from ami_simulator.profiles import PROFILES, VERSIONS
@@ -30,9 +30,15 @@ FAMILIES = (
 
 def simulator(version: str) -> SimulatedAsterisk:
     return SimulatedAsterisk(
-        SimulatorConfig(port=0, calls_per_second=0, ring_time=0.05, auth_delay=0.05, seed=3,
-                        asterisk_version=version)
-    )  # fmt: skip
+        SimulatorConfig(
+            port=0,
+            calls_per_second=0,
+            ring_time=0.05,
+            auth_delay=0.05,
+            seed=3,
+            asterisk_version=version,
+        )
+    )
 
 
 def pick(samples: Samples, *, by_result_only: bool = False) -> dict[tuple[str, ...], float]:
@@ -64,10 +70,14 @@ async def run_traffic(version: str) -> tuple[Samples, Samples]:
             for outcome in OUTCOMES:
                 sim.start_call(outcome, hold_time=0.05)
             await wait_for(
-                lambda: not sim._calls and not exp.state.channels
-                and sum(exp.state.originates.values()) == len(OUTCOMES) + 1,
-                timeout=10, what="every call to end",
-            )  # fmt: skip
+                lambda: (
+                    not sim._calls
+                    and not exp.state.channels
+                    and sum(exp.state.originates.values()) == len(OUTCOMES) + 1
+                ),
+                timeout=10,
+                what="every call to end",
+            )
             await asyncio.sleep(0.1)
             after = await exp.scrape()
     finally:
@@ -90,12 +100,24 @@ async def test_every_profile_gives_the_same_numbers() -> None:
         assert info and ("version", PROFILES[version].asterisk_version) in info[0], version
     # Asterisk 11: a Local originate that ends before answer is reason 1 whatever the cause.
     after_11 = results["11"][1]
-    assert value(after_11, "asterisk_originates_total", server="test", result="failure",
-                 reason="hangup") == 3  # fmt: skip
-    assert value(after_11, "asterisk_originates_total", server="test", result="failure",
-                 reason="failed") == 1  # fmt: skip
-    assert value(ref_after, "asterisk_originates_total", server="test", result="failure",
-                 reason="failed") == 4  # fmt: skip
+    assert (
+        value(
+            after_11, "asterisk_originates_total", server="test", result="failure", reason="hangup"
+        )
+        == 3
+    )
+    assert (
+        value(
+            after_11, "asterisk_originates_total", server="test", result="failure", reason="failed"
+        )
+        == 1
+    )
+    assert (
+        value(
+            ref_after, "asterisk_originates_total", server="test", result="failure", reason="failed"
+        )
+        == 4
+    )
 
 
 class RawClient:

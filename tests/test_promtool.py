@@ -74,10 +74,18 @@ def demo_exporter(tmp_path: Path, free_port: int) -> Iterator[int]:
     env = clean_env()
     log = (tmp_path / "exporter.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ami_exporter", "--demo", "--web.listen-address",
-         f"127.0.0.1:{port}"],
-        env=env, stdout=log, stderr=log,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ami_exporter",
+            "--demo",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
     try:
         yield port
     finally:

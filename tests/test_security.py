@@ -58,8 +58,9 @@ def _client_ctx(pki: PKI, cert: str | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def _get(port: int, *, ctx: ssl.SSLContext | None = None, auth: str | None = None,
-         path: str = "/metrics") -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def _get(
+    port: int, *, ctx: ssl.SSLContext | None = None, auth: str | None = None, path: str = "/metrics"
+) -> tuple[int, dict[str, str], bytes]:
     conn: http.client.HTTPConnection
     if ctx is not None:
         conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
@@ -76,8 +77,14 @@ def _get(port: int, *, ctx: ssl.SSLContext | None = None, auth: str | None = Non
 async def _web(config_path: Path) -> WebServer:
     states = [ServerState("test")]
     cfg = load_web_security(str(config_path))
-    web = WebServer(build_registry(states), states, host="127.0.0.1", port=0,
-                    ssl_context=cfg.ssl_context, basic_auth=cfg.basic_auth)  # fmt: skip
+    web = WebServer(
+        build_registry(states),
+        states,
+        host="127.0.0.1",
+        port=0,
+        ssl_context=cfg.ssl_context,
+        basic_auth=cfg.basic_auth,
+    )
     await web.start()
     return web
 
@@ -90,22 +97,29 @@ async def test_basic_auth_wrong_or_missing_password_gets_401(tmp_path: Path) -> 
     path.write_text(f"basic_auth_users:\n  prometheus: {HASH}\n")
     web = await _web(path)
     try:
-        for auth in (None, _auth("prometheus", "wrong"), _auth("nobody", PASSWORD),
-                     "Basic !!notbase64", "Bearer x"):  # fmt: skip
+        for auth in (
+            None,
+            _auth("prometheus", "wrong"),
+            _auth("nobody", PASSWORD),
+            "Basic !!notbase64",
+            "Bearer x",
+        ):
             status, headers, _ = await asyncio.to_thread(_get, web.port, auth=auth)
             assert status == 401, auth
             assert headers["WWW-Authenticate"].startswith("Basic ")
         for path_ in ("/", "/-/healthy", "/metrics"):
             status, _, _ = await asyncio.to_thread(_get, web.port, path=path_)
             assert status == 401, path_
-        status, _, body = await asyncio.to_thread(_get, web.port,
-                                                  auth=_auth("prometheus", PASSWORD))  # fmt: skip
+        status, _, body = await asyncio.to_thread(
+            _get, web.port, auth=_auth("prometheus", PASSWORD)
+        )
         assert status == 200 and b"asterisk_ami_up" in body
         assert web.basic_auth is not None
         checks = web.basic_auth.checks
         for _ in range(5):  # cached: no more bcrypt work for the same credentials
-            status, _, _ = await asyncio.to_thread(_get, web.port,
-                                                   auth=_auth("prometheus", PASSWORD))  # fmt: skip
+            status, _, _ = await asyncio.to_thread(
+                _get, web.port, auth=_auth("prometheus", PASSWORD)
+            )
             assert status == 200
         assert web.basic_auth.checks == checks
     finally:
@@ -150,23 +164,24 @@ async def test_tls_with_required_client_certificate(pki: PKI, tmp_path: Path) ->
     web = await _web(path)
     good = _client_ctx(pki, "client")
     try:
-        status, _, body = await asyncio.to_thread(_get, web.port, ctx=good,
-                                                  auth=_auth("prometheus", PASSWORD))  # fmt: skip
+        status, _, body = await asyncio.to_thread(
+            _get, web.port, ctx=good, auth=_auth("prometheus", PASSWORD)
+        )
         assert status == 200 and b"asterisk_ami_up" in body
         status, _, _ = await asyncio.to_thread(_get, web.port, ctx=good)
         assert status == 401  # the certificate does not replace the password
         for ctx in (_client_ctx(pki), _client_ctx(pki, "rogue-client")):
             with pytest.raises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
-                await asyncio.to_thread(_get, web.port, ctx=ctx,
-                                        auth=_auth("prometheus", PASSWORD))  # fmt: skip
+                await asyncio.to_thread(_get, web.port, ctx=ctx, auth=_auth("prometheus", PASSWORD))
         # Plain HTTP to the TLS port: a quick, clean failure, never a hang or a 200.
         start = time.monotonic()
         with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
             await asyncio.to_thread(_get, web.port)
         assert time.monotonic() - start < 3
         # ...and the server still serves TLS afterwards.
-        status, _, _ = await asyncio.to_thread(_get, web.port, ctx=good,
-                                               auth=_auth("prometheus", PASSWORD))  # fmt: skip
+        status, _, _ = await asyncio.to_thread(
+            _get, web.port, ctx=good, auth=_auth("prometheus", PASSWORD)
+        )
         assert status == 200
     finally:
         await web.stop()
@@ -174,8 +189,10 @@ async def test_tls_with_required_client_certificate(pki: PKI, tmp_path: Path) ->
 
 async def test_tls_min_version_is_enforced(pki: PKI, tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
-    path.write_text(f"tls_server_config:\n  cert_file: {pki.crt('server')}\n"
-                    f"  key_file: {pki.key('server')}\n  min_version: TLS13\n")  # fmt: skip
+    path.write_text(
+        f"tls_server_config:\n  cert_file: {pki.crt('server')}\n"
+        f"  key_file: {pki.key('server')}\n  min_version: TLS13\n"
+    )
     web = await _web(path)
     try:
         old = _client_ctx(pki)
@@ -195,22 +212,38 @@ async def test_tls_min_version_is_enforced(pki: PKI, tmp_path: Path) -> None:
         ("nonsense: 1\n", 1, "unknown key"),
         ("basic_auth_users:\n  u: plain-password\n", 2, "bcrypt"),
         ("basic_auth_users:\n  u: $2b$10$short\n", 2, "invalid"),
-        ("tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n"
-         "  client_auth_type: RequireAnyClientCert\n", 4, "RequireAnyClientCert"),
-        ("tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n  client_ca_file: CA\n",
-         4, "client_auth_type"),
-        ("tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n"
-         "  client_auth_type: RequireAndVerifyClientCert\n", 4, "client_ca_file"),
-        ("tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n  min_version: SSL3\n",
-         4, "min_version"),
+        (
+            "tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n"
+            "  client_auth_type: RequireAnyClientCert\n",
+            4,
+            "RequireAnyClientCert",
+        ),
+        (
+            "tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n  client_ca_file: CA\n",
+            4,
+            "client_auth_type",
+        ),
+        (
+            "tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n"
+            "  client_auth_type: RequireAndVerifyClientCert\n",
+            4,
+            "client_ca_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n  min_version: SSL3\n",
+            4,
+            "min_version",
+        ),
         ("tls_server_config:\n  cert_file: CERT\n", 1, "key_file"),
-        ("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: KEY\n", 2,
-         "nonexistent"),
-        ("tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n  cipher_suites: [x]\n", 4,
-         "not supported"),
+        ("tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: KEY\n", 2, "nonexistent"),
+        (
+            "tls_server_config:\n  cert_file: CERT\n  key_file: KEY\n  cipher_suites: [x]\n",
+            4,
+            "not supported",
+        ),
         ("basic_auth_users: [\n", 2, "invalid YAML"),
     ],
-)  # fmt: skip
+)
 def test_web_config_errors_name_file_and_line(
     pki: PKI, tmp_path: Path, body: str, line: int, needle: str
 ) -> None:
@@ -244,8 +277,11 @@ def test_web_config_relative_paths_and_key_permissions(pki: PKI, tmp_path: Path)
 def test_web_config_flag_errors_exit_2(tmp_path: Path) -> None:
     path = tmp_path / "web.yml"
     path.write_text("basic_auth_users:\n  u: hunter2-plain\n")
-    result = run_exporter(["--ami.username", "u", "--web.config.file", str(path)], tmp_path,
-                          env=clean_env(AMI_SECRET="x"))  # fmt: skip
+    result = run_exporter(
+        ["--ami.username", "u", "--web.config.file", str(path)],
+        tmp_path,
+        env=clean_env(AMI_SECRET="x"),
+    )
     line = one_error_line(result)
     assert f"{path}:2" in line and "hunter2-plain" not in line
 
@@ -328,16 +364,27 @@ async def test_ami_tls_client_against_plain_server_and_back(
 
 @pytest.mark.e2e
 def test_ami_tls_config_errors(tmp_path: Path) -> None:
-    line = one_error_line(run_exporter(
-        ["--ami.username", "u", "--ami.tls", "--ami.tls-ca-file", str(tmp_path / "none.pem")],
-        tmp_path, env=clean_env(AMI_SECRET="x")))  # fmt: skip
+    line = one_error_line(
+        run_exporter(
+            ["--ami.username", "u", "--ami.tls", "--ami.tls-ca-file", str(tmp_path / "none.pem")],
+            tmp_path,
+            env=clean_env(AMI_SECRET="x"),
+        )
+    )
     assert "--ami.tls-ca-file" in line and "none.pem" in line
-    line = one_error_line(run_exporter(["--ami.username", "u", "--ami.tls-server-name", "x"],
-                                       tmp_path, env=clean_env(AMI_SECRET="x")))  # fmt: skip
+    line = one_error_line(
+        run_exporter(
+            ["--ami.username", "u", "--ami.tls-server-name", "x"],
+            tmp_path,
+            env=clean_env(AMI_SECRET="x"),
+        )
+    )
     assert "--ami.tls" in line
     cfg = tmp_path / "c.yml"
-    cfg.write_text("servers:\n  - address: 127.0.0.1:5039\n    username: u\n    secret: x\n"
-                   "    tls: yes please\n")  # fmt: skip
+    cfg.write_text(
+        "servers:\n  - address: 127.0.0.1:5039\n    username: u\n    secret: x\n"
+        "    tls: yes please\n"
+    )
     line = one_error_line(run_exporter(["--config.file", str(cfg)], tmp_path))
     assert f"{cfg}:5" in line
 
@@ -352,15 +399,30 @@ def test_secrets_never_in_logs_metrics_pages_errors_or_argv(
     ami_secret = "Ami-Secret-3b9d0e"
     sim_port = start_simulator_process(procs, tmp_path, "u", ami_secret)
     web_cfg = tmp_path / "web.yml"
-    web_cfg.write_text(f"tls_server_config:\n  cert_file: {pki.crt('server')}\n"
-                       f"  key_file: {pki.key('server')}\n"
-                       f"basic_auth_users:\n  prometheus: {HASH}\n")  # fmt: skip
+    web_cfg.write_text(
+        f"tls_server_config:\n  cert_file: {pki.crt('server')}\n"
+        f"  key_file: {pki.key('server')}\n"
+        f"basic_auth_users:\n  prometheus: {HASH}\n"
+    )
     path = secret_file(tmp_path, ami_secret)
     port = free_port()
-    argv = [sys.executable, "-m", "ami_exporter", "--web.listen-address", f"127.0.0.1:{port}",
-            "--ami.address", f"127.0.0.1:{sim_port}", "--ami.username", "u",
-            "--ami.secret-file", str(path), "--web.config.file", str(web_cfg),
-            "--log.level", "debug"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "ami_exporter",
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+        "--ami.address",
+        f"127.0.0.1:{sim_port}",
+        "--ami.username",
+        "u",
+        "--ami.secret-file",
+        str(path),
+        "--web.config.file",
+        str(web_cfg),
+        "--log.level",
+        "debug",
+    ]
     exporter = Proc(argv, tmp_path, clean_env(), "exporter")
     procs.append(exporter)
     ctx = _client_ctx(pki)
@@ -408,18 +470,27 @@ def test_hostile_label_values_keep_cardinality_bounded() -> None:
     for i in range(n):
         uid = f"1.{i}"
         tech = f"Tech{i}"
-        state.handle_event(ev("Newchannel", Channel=f"{tech}/x-{i}", Uniqueid=uid,
-                              Linkedid=uid, ChannelStateDesc=f"State {i}"))  # fmt: skip
-        state.handle_event(ev("Newstate", Channel=f"{tech}/x-{i}", Uniqueid=uid,
-                              ChannelStateDesc=f"Weird{i}"))  # fmt: skip
+        state.handle_event(
+            ev(
+                "Newchannel",
+                Channel=f"{tech}/x-{i}",
+                Uniqueid=uid,
+                Linkedid=uid,
+                ChannelStateDesc=f"State {i}",
+            )
+        )
+        state.handle_event(
+            ev("Newstate", Channel=f"{tech}/x-{i}", Uniqueid=uid, ChannelStateDesc=f"Weird{i}")
+        )
         state.handle_event(ev("DialEnd", DialStatus=f"STATUS{i}"))
         state.handle_event(ev("OriginateResponse", Response="Failure", Reason=str(i)))
         state.handle_event(ev("InvalidPassword", Service=f"Svc{i}"))
         state.handle_event(ev(f"Event{i}"))  # parsed path
         state.count_events([f"Raw{i}".encode()])  # the client's name-only fast path
         state.count_events([b"\xff\xfe" + str(i).encode()])
-        state.handle_event(ev("Hangup", Channel=f"{tech}/x-{i}", Uniqueid=uid,
-                              Cause=str(i % 1000 - 100)))  # fmt: skip
+        state.handle_event(
+            ev("Hangup", Channel=f"{tech}/x-{i}", Uniqueid=uid, Cause=str(i % 1000 - 100))
+        )
     elapsed = time.monotonic() - start
     series = _series([state])
     total = sum(series.values())

@@ -105,9 +105,13 @@ class ChannelAggregates(RuleBasedStateMachine):
             else:
                 self._single(TECHS[i % len(TECHS)], "Up", None, delivered=False)
 
-    @rule(kind=st.sampled_from(("single", "local pair", "masquerade")),
-          tech=st.sampled_from(TECHS), state=st.sampled_from(STATES), delivered=st.booleans(),
-          data=st.data())  # fmt: skip
+    @rule(
+        kind=st.sampled_from(("single", "local pair", "masquerade")),
+        tech=st.sampled_from(TECHS),
+        state=st.sampled_from(STATES),
+        delivered=st.booleans(),
+        data=st.data(),
+    )
     def new_channel(
         self, kind: str, tech: str, state: str, delivered: bool, data: st.DataObject
     ) -> None:
@@ -150,8 +154,11 @@ class ChannelAggregates(RuleBasedStateMachine):
             self.seen[uid] = replace(self.seen.get(uid, live), state=state)
 
     @precondition(lambda self: self.world)
-    @rule(cause=st.sampled_from(("16", "17", "19", "0")), data=st.data(),
-          fate=st.sampled_from(("delivered", "lost", "late", "zombie")))  # fmt: skip
+    @rule(
+        cause=st.sampled_from(("16", "17", "19", "0")),
+        data=st.data(),
+        fate=st.sampled_from(("delivered", "lost", "late", "zombie")),
+    )
     def hangup(self, cause: str, fate: str, data: st.DataObject) -> None:
         """Delivered, lost, late (delivered by a later step), or the Hangup of a 1.8/11
         masquerade's ``<ZOMBIE>``: it removes the channel but is no hangup."""
@@ -212,8 +219,14 @@ class ChannelAggregates(RuleBasedStateMachine):
             fields[uid_key] = fields.pop("Uniqueid")
             items.append(ev("CoreShowChannel", **fields))
         if zombie:  # a masquerade leftover listed by Asterisk 11: never a live channel
-            items.append(ev("CoreShowChannel", Channel="SIP/x-00000001<ZOMBIE>", Uniqueid="0.1",
-                            ChannelStateDesc="Up"))  # fmt: skip
+            items.append(
+                ev(
+                    "CoreShowChannel",
+                    Channel="SIP/x-00000001<ZOMBIE>",
+                    Uniqueid="0.1",
+                    ChannelStateDesc="Up",
+                )
+            )
         self.snapshot = items
 
     @precondition(lambda self: self.resyncing and self.snapshot is not None)

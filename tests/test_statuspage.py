@@ -148,9 +148,17 @@ def test_sparkline_shapes() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0 s"), (59.9, "59 s"), (60, "1 min"), (200, "3 min 20 s"), (1800, "30 min"),
-     (7500, "2 h 5 min"), (90000, "1 d 1 h"), (-5, "0 s")],
-)  # fmt: skip
+    [
+        (0, "0 s"),
+        (59.9, "59 s"),
+        (60, "1 min"),
+        (200, "3 min 20 s"),
+        (1800, "30 min"),
+        (7500, "2 h 5 min"),
+        (90000, "1 d 1 h"),
+        (-5, "0 s"),
+    ],
+)
 def test_human_duration(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text
 
@@ -177,10 +185,19 @@ def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
     env = clean_env()
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "ami_exporter", "--demo", "--web.listen-address",
-         f"127.0.0.1:{port}"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "ami_exporter",
+            "--demo",
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -198,22 +215,36 @@ def test_status_page_in_headless_chromium(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the demo placed no calls within 30 s"
             time.sleep(0.2)
         flags = [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-extensions", "--disable-default-apps", "--mute-audio",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-default-apps",
+            "--mute-audio",
             f"--user-data-dir={tmp_path / 'profile'}",
-        ]  # fmt: skip
+        ]
         dom = subprocess.run(
             [browser, *flags, "--dump-dom", base + "/"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert dom.returncode == 0, dom.stderr[-2000:]
         page = dom.stdout
         shot = tmp_path / "page.png"
         screenshot = subprocess.run(
             [browser, *flags, f"--screenshot={shot}", "--window-size=1200,900", base + "/"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert screenshot.returncode == 0, screenshot.stderr[-2000:]
     finally:
         demo.send_signal(signal.SIGTERM)
