@@ -67,3 +67,21 @@ def test_ruff_lint_and_format_are_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     done = _run("mypy")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_exporter_loads_the_simulator_only_for_the_demo() -> None:
+    # import-linter sees imports in the source; this checks what a started process loads.
+    probe = (
+        "import sys, ami_exporter.cli.main, ami_exporter.cli.serve;"
+        "sys.exit(any(m.split('.')[0] == 'ami_simulator' for m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO,
+        env={"PYTHONPATH": str(SOURCES), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr or "ami_simulator was imported"
