@@ -19,6 +19,7 @@ from ami_exporter import __version__
 from ami_exporter.cli import check
 from ami_exporter.cli.logsetup import setup_logging
 from ami_exporter.cli.prepare import prepare
+from ami_exporter.cli.reload import ReloadSource
 from ami_exporter.cli.serve import serve
 from ami_exporter.config import flags
 from ami_exporter.config.errors import ConfigError
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     # Mask the secrets in every log line, in case a library ever echoes one.
     setup_logging(args.log_level, args.log_format, [s.secret for s in prepared.config.servers])
     try:
-        return asyncio.run(serve(prepared.config, prepared.web, demo=args.demo))
+        reload = ReloadSource(args, dict(os.environ))  # what SIGHUP re-reads, and how
+        return asyncio.run(serve(prepared.config, prepared.web, demo=args.demo, reload=reload))
     except KeyboardInterrupt:  # pragma: no cover - signal arrived before the handler was set
         return 0

@@ -1,24 +1,26 @@
 """The exporter proper, and the composition root: states, AMI clients, registry, web server.
 
-Runs until SIGTERM or SIGINT, then logs off every server within :data:`SHUTDOWN_BUDGET`.
+Runs until SIGTERM or SIGINT, then logs off every server within :data:`SHUTDOWN_BUDGET`;
+SIGHUP reloads the configuration files meanwhile (:mod:`ami_exporter.cli.reload`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Sequence
 from typing import Final
 
 from ami_exporter.cli.demo import demo_server
-from ami_exporter.client.connection import AMIClient
+from ami_exporter.cli.fleet import Fleet
+from ami_exporter.cli.reload import Reloader, ReloadSource, Signals
 from ami_exporter.config.model import ExporterConfig, ServerConfig
 from ami_exporter.metrics.collector import build_registry
-from ami_exporter.state.server import ServerState
+from ami_exporter.metrics.reload import ReloadStatus
 from ami_exporter.web.history import History
 from ami_exporter.web.security import WebSecurity
 from ami_exporter.web.server import WebServer
+from ami_exporter.web.tlsreload import ReloadableSSLContext
 
 log = logging.getLogger("ami_exporter")
 
@@ -29,42 +31,54 @@ EXIT_CANNOT_LISTEN: Final = 1
 
 
 async def serve(
-    config: ExporterConfig, web_security: WebSecurity | None = None, *, demo: bool = False
+    config: ExporterConfig,
+    web_security: WebSecurity | None = None,
+    *,
+    demo: bool = False,
+    reload: ReloadSource | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT; return the process exit code."""
+    """Run until SIGTERM/SIGINT; return the process exit code.
+
+    ``reload``: how SIGHUP re-reads the configuration (None: SIGHUP has nothing to reload).
+    """
     security = web_security if web_security is not None else WebSecurity()
     if not demo:
-        return await _serve(config, config.servers, security)
+        return await _serve(config, config.servers, security, reload)
     async with demo_server() as server:
-        return await _serve(config, [server], security)
+        return await _serve(config, [server], security, None)
 
 
 async def _serve(
-    config: ExporterConfig, servers: Sequence[ServerConfig], security: WebSecurity
+    config: ExporterConfig,
+    servers: Sequence[ServerConfig],
+    security: WebSecurity,
+    reload: ReloadSource | None,
 ) -> int:
-    states = [ServerState(s.name) for s in servers]
-    history = History(states)  # status page sparklines; sampled off the event path
+    signals = Signals()  # from the start: a SIGHUP meanwhile waits, it does not kill
+    fleet = Fleet()  # fleet.states: one live list for the registry, the web server, history
+    status = ReloadStatus()
+    history = History(fleet.states)  # status page sparklines; sampled off the event path
+    # A context a reload can replace: renewed certificates without closing the listener.
+    tls = ReloadableSSLContext(security.ssl_context) if security.ssl_context is not None else None
     web = WebServer(
-        build_registry(states),
-        states,
+        build_registry(fleet.states, status),
+        fleet.states,
         host=config.listen_host,
         port=config.listen_port,
         telemetry_path=config.telemetry_path,
-        ssl_context=security.ssl_context,
+        ssl_context=tls,
         basic_auth=security.basic_auth,
         history=history,
     )
     if not await _listen(web, config, security):
         return EXIT_CANNOT_LISTEN
-    clients = [AMIClient(s, st) for s, st in zip(servers, states, strict=True)]
-    tasks = [asyncio.create_task(c.run(), name=f"ami:{c.config.name}") for c in clients]
-    tasks.append(asyncio.create_task(history.run(), name="history"))
-    await _stop_signal()
+    fleet.start(servers)
+    sampler = asyncio.create_task(history.run(), name="history")
+    await Reloader(reload, config, fleet, web, tls, status, budget=SHUTDOWN_BUDGET).run(signals)
     log.info("shutting down")
-    await asyncio.wait([asyncio.create_task(c.stop()) for c in clients], timeout=SHUTDOWN_BUDGET)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await fleet.stop(SHUTDOWN_BUDGET)
+    sampler.cancel()
+    await asyncio.gather(sampler, return_exceptions=True)
     await web.stop()
     return EXIT_OK
 
@@ -85,12 +99,3 @@ async def _listen(web: WebServer, config: ExporterConfig, security: WebSecurity)
     scheme = "https" if security.ssl_context is not None else "http"
     log.info("listening on %s://%s:%d%s", scheme, where, web.port, config.telemetry_path)
     return True
-
-
-async def _stop_signal() -> None:
-    """Return at the first SIGTERM or SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()

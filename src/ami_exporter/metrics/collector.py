@@ -8,7 +8,8 @@ One collector per concern, each a table of families (see :mod:`ami_exporter.metr
 * :mod:`~ami_exporter.metrics.outcomes`: hangups, originates, dials, channel durations;
 * :mod:`~ami_exporter.metrics.security`, :mod:`~ami_exporter.metrics.peers`,
   :mod:`~ami_exporter.metrics.queues`, :mod:`~ami_exporter.metrics.vicidial`;
-* :mod:`~ami_exporter.metrics.build`: the exporter's build information.
+* :mod:`~ami_exporter.metrics.build`: the exporter's build information;
+* :mod:`~ami_exporter.metrics.reload`: the outcome of the last configuration reload.
 
 Nothing here is updated by events and nothing here writes state: each scrape reads
 :class:`~ami_exporter.state.server.ServerState` and builds fresh families, so a scrape never
@@ -31,6 +32,7 @@ from ami_exporter.metrics.health import HealthCollector
 from ami_exporter.metrics.outcomes import OutcomesCollector
 from ami_exporter.metrics.peers import PeersCollector
 from ami_exporter.metrics.queues import QueuesCollector
+from ami_exporter.metrics.reload import ReloadCollector, ReloadStatus
 from ami_exporter.metrics.security import SecurityCollector
 from ami_exporter.metrics.table import TableCollector
 from ami_exporter.metrics.vicidial import VicidialCollector
@@ -49,7 +51,8 @@ SERVER_COLLECTORS: Final[tuple[type[TableCollector], ...]] = (
 
 
 def collectors(states: Sequence[ServerState]) -> list[Collector]:
-    """Every collector of ``asterisk_*`` families, for a fixed list of servers."""
+    """Every collector of ``asterisk_*`` families, for the servers in ``states`` (kept, not
+    copied: a reload replaces them in place)."""
     return [*(kind(states) for kind in SERVER_COLLECTORS), BuildInfoCollector()]
 
 
@@ -67,10 +70,15 @@ class AMICollector(Collector):
             yield from collector.collect()
 
 
-def build_registry(states: Sequence[ServerState]) -> CollectorRegistry:
-    """A registry with every ``asterisk_*`` collector plus the standard process metrics."""
+def build_registry(
+    states: Sequence[ServerState], reload_status: ReloadStatus | None = None
+) -> CollectorRegistry:
+    """A registry with every ``asterisk_*`` collector plus the standard process metrics (and
+    the reload gauges, given the status the exporter keeps)."""
     registry = CollectorRegistry(auto_describe=False)
     for collector in collectors(states):
         registry.register(collector)
+    if reload_status is not None:
+        registry.register(ReloadCollector(reload_status))
     ProcessCollector(registry=registry)
     return registry

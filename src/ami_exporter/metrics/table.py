@@ -93,12 +93,13 @@ def clean(value: str) -> str:
 
 
 class TableCollector(Collector):
-    """Builds the families of :attr:`TABLE` from a fixed list of servers at each scrape."""
+    """Builds the families of :attr:`TABLE` from the servers in ``states`` at each scrape."""
 
     TABLE: ClassVar[Sequence[Row | HistogramRow]] = ()
 
     def __init__(self, states: Sequence[ServerState]) -> None:
-        self._states = list(states)
+        # Kept, not copied: a reload (SIGHUP) replaces the servers in place (cli.fleet).
+        self._states = states
 
     def describe(self) -> list[Metric]:
         # Without describe(), registering would call collect() once at start-up; the metric

@@ -61,23 +61,31 @@ class History:
     ) -> None:
         if interval <= 0 or points < 1:
             raise ValueError("interval must be positive and points at least 1")
-        self.states = list(states)
+        self.states = states  # kept, not copied: a reload replaces the servers in place
         self.interval = interval
         self.points = points
         self._clock = clock
-        self._series: dict[int, deque[Sample]] = {
-            id(state): deque(maxlen=points) for state in self.states
-        }
+        # By the state itself, not id(): a removed state's id may be reused by a new one.
+        self._series: dict[ServerState, deque[Sample]] = {}
 
     def sample(self) -> None:
-        """Append one sample per server (the oldest falls out once the buffer is full)."""
+        """Append one sample per server (the oldest falls out once the buffer is full).
+
+        The series of a server no longer in :attr:`states` (removed at a reload) is dropped.
+        """
         now = self._clock()
+        series: dict[ServerState, deque[Sample]] = {}
         for state in self.states:
-            self._series[id(state)].append(take_sample(state, now))
+            ring = self._series.get(state)
+            if ring is None:
+                ring = deque(maxlen=self.points)
+            ring.append(take_sample(state, now))
+            series[state] = ring
+        self._series = series
 
     def series(self, state: ServerState) -> list[Sample]:
         """The stored samples of ``state``, oldest first (empty for an unknown state)."""
-        return list(self._series.get(id(state), ()))
+        return list(self._series.get(state, ()))
 
     async def run(self) -> None:
         """Sample now, then every ``interval`` seconds on a fixed schedule, until cancelled."""

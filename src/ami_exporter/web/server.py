@@ -81,7 +81,7 @@ class WebServer:
     ) -> None:
         self.registry = registry
         self.basic_auth = basic_auth  # --web.config.file basic_auth_users: every path
-        self.states = list(states)
+        self.states = states  # kept, not copied: a reload replaces the servers in place
         self.history = history  # for the status page's sparklines; optional
         self.host = host
         self.port = port
