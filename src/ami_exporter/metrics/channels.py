@@ -34,6 +34,13 @@ TABLE: Final = (
         lambda st: by_label(st.tracker.channels_created),
     ),
     counter(
+        "asterisk_channels_untracked",
+        "Channels not tracked as live because the per-server cap on live channels (50,000) "
+        "was reached: each such Newchannel, and each resync item past the cap.",
+        S,
+        lambda st: one(st.tracker.untracked),
+    ),
+    counter(
         "asterisk_ami_resync_channels_removed",
         "Tracked channels a CoreShowChannels resync found gone (their Hangup was missed).",
         S,

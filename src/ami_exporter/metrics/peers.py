@@ -72,6 +72,13 @@ TABLE: Final = (
         ("server",),
         lambda st: one(st.peers.dropped_peers),
     ),
+    counter(
+        "asterisk_peer_contacts_dropped",
+        "PJSIP contact updates (ContactStatus events, PJSIPShowContacts items) not tracked "
+        "because their endpoint already has the most contacts tracked per endpoint (32).",
+        ("server",),
+        lambda st: one(st.peers.dropped_contacts),
+    ),
 )
 
 

@@ -27,7 +27,13 @@ from typing import Final
 
 from ami_exporter.ami.protocol import Message
 from ami_exporter.state import labels
-from ami_exporter.state.channels import RESYNC_GRACE_SECONDS, Channel, ChannelTracker, Histogram
+from ami_exporter.state.channels import (
+    MAX_LIVE_CHANNELS,
+    RESYNC_GRACE_SECONDS,
+    Channel,
+    ChannelTracker,
+    Histogram,
+)
 from ami_exporter.state.clock import SYSTEM_CLOCK, Clock
 from ami_exporter.state.core import CoreState
 from ami_exporter.state.health import ConnectionHealth
@@ -49,13 +55,17 @@ class ServerState:
         *,
         clock: Clock = SYSTEM_CLOCK,
         resync_grace: float = RESYNC_GRACE_SECONDS,
+        max_channels: int = MAX_LIVE_CHANNELS,
     ) -> None:
+        """``max_channels``: live channels tracked at most (see :mod:`.channels`)."""
         self.name = name
         self.clock = clock
         self.health = ConnectionHealth(clock)
         self.core = CoreState(clock)
         self.vicidial = VicidialState(clock)  # VICIdial call types (opt-in, see configure())
-        self.tracker = ChannelTracker(clock, self.vicidial, resync_grace=resync_grace)
+        self.tracker = ChannelTracker(
+            clock, self.vicidial, resync_grace=resync_grace, max_channels=max_channels
+        )
         self.security_events = SecurityEvents()
         self.peers = PeerState()  # trunks and registrations: events here, polls in client.polls
         self.queues = QueueState()  # app_queue, polled (opt-in)
@@ -208,6 +218,10 @@ class ServerState:
 
     def record_malformed(self, count: int) -> None:
         self.health.record_malformed(count)
+
+    def record_list_incomplete(self, action: str, reason: str) -> None:
+        """A list action's answer was not used whole: ``truncated``, ``timeout`` or ``lost``."""
+        self.health.record_list_incomplete(action, reason)
 
     def record_received(self) -> None:
         """Messages arrived (any kind, Ping answers included): the last-message timestamp."""
