@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -356,7 +357,11 @@ _follows_bits = st.sampled_from(
 
 
 @pytest.mark.fuzz
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("AMI_HYPOTHESIS_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     bits=st.lists(st.one_of(_follows_bits, st.binary(max_size=6)), max_size=60),
     cuts=st.lists(st.integers(min_value=0), max_size=8),

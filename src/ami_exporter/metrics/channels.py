@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from ami_exporter.metrics.table import TableCollector, by_label, counter, gauge, one
+from ami_exporter.state.channels import MAX_LIVE_CHANNELS
 
 S: Final = ("server",)
 
@@ -35,8 +36,9 @@ TABLE: Final = (
     ),
     counter(
         "asterisk_channels_untracked",
-        "Channels not tracked as live because the per-server cap on live channels (50,000) "
-        "was reached: each such Newchannel, and each resync item past the cap.",
+        f"Channels not tracked as live because the per-server cap on live channels "
+        f"({MAX_LIVE_CHANNELS:,}) was reached: each such Newchannel, and each resync item past "
+        "the cap.",
         S,
         lambda st: one(st.tracker.untracked),
     ),
