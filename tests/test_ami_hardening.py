@@ -42,7 +42,7 @@ import ami_exporter.client.connection as client_module
 from ami_exporter.ami.protocol import AMIParser, Message, serialize
 from ami_exporter.ami.session import ClientSession, ServerSession
 from ami_exporter.metrics.collector import build_registry
-from ami_exporter.state import channels, labels, peers
+from ami_exporter.state import channels, labels, peers, vicidial
 from ami_exporter.state.server import ServerState
 
 # Tiers are per test (this module mixes them): in-process tests are `unit`, the ones over
@@ -411,6 +411,29 @@ def test_live_channels_are_capped_and_the_rest_counted() -> None:
     assert (len(state.channels), added, removed) == (100, 100, 100)
     assert state.tracker.untracked == 80
     assert sample(state, "asterisk_channels_untracked", **S) == 80
+
+
+@pytest.mark.unit
+def test_long_identifiers_never_cost_unbounded_memory() -> None:
+    """Counts are capped; so is what each remembered string may cost (up to 1 MiB each)."""
+    state = ServerState("test")
+    state.count_events([b"E" * 1000 + b"%d" % i for i in range(600)])
+    assert max(map(len, state.event_counts)) <= 64
+    assert state.event_counts[b"other"] == 600
+    state.handle_event(newchannel("1." + "9" * 10_000))
+    assert (len(state.channels), state.tracker.untracked) == (0, 1)
+    state.handle_event(newchannel("1.1", linkedid="L" * 10_000))
+    state.handle_event(newchannel("1.2", channel="Local/" + "x" * 10_000 + ";1", linkedid=""))
+    assert state.channels["1.1"].call == "1.1"
+    assert state.channels["1.2"].call == "1.2"
+    assert vicidial.call_type("RA_" + "x" * 1000) is None
+    assert vicidial.call_type("RA_12345") == "ring_agent"
+    state.record_login_failure("error", "x" * 1_000_000)
+    assert len(state.last_error) == len(state.last_problem) == 1024
+    state.peers.apply_outbound_registrations(
+        [ev("OutboundRegistrationDetail", ObjectName="r", ClientUri="s" * 10_000, Status="x")]
+    )
+    assert state.peers._registration_names == {}
 
 
 # ---------------------------------------------------------------------------- label values

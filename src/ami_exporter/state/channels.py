@@ -41,6 +41,9 @@ RESYNC_GRACE_SECONDS: Final = 5.0
 # Live channels tracked per server: 50,000 is ten times a busy Asterisk's concurrent channels
 # and about 11 MB; 10^6 channels that never hang up would be 212 MB.
 MAX_LIVE_CHANNELS: Final = 50_000
+# A Uniqueid is `[<systemname>-]<epoch>.<counter>`: a longer one (or Linkedid) is junk, and
+# must not make a capped channel set cost more than its ~212 bytes a channel.
+MAX_ID_LENGTH: Final = 256
 ORIGINATE_LABELS: Final = (
     ("success", "answered"),
     ("failure", "busy"),
@@ -106,6 +109,14 @@ def _call_without_linkedid(channel: str, uid: str) -> str:
     if channel[-2:] in (";1", ";2") and channel.startswith("Local/"):
         return channel[:-2]
     return uid
+
+
+def _call(linkedid: str | None, channel: str, uid: str) -> str:
+    """The call a channel belongs to: its Linkedid, unless there is none (or a junk one)."""
+    if linkedid and len(linkedid) <= MAX_ID_LENGTH:
+        return linkedid
+    call = _call_without_linkedid(channel, uid)
+    return call if len(call) <= MAX_ID_LENGTH else uid
 
 
 def _is_masquerade(channel: str) -> bool:
@@ -228,10 +239,10 @@ class ChannelTracker:
             existing.created = self._monotonic()
             self._note_resync_touch(uid)
             return
-        if len(self.channels) >= self.max_channels:
+        if len(self.channels) >= self.max_channels or len(uid) > MAX_ID_LENGTH:
             self.untracked += 1
             return
-        call = msg.get("Linkedid") or _call_without_linkedid(name, uid)
+        call = _call(msg.get("Linkedid"), name, uid)
         state = self._state_label(msg.get("ChannelStateDesc"))
         self._add(uid, Channel(tech, state, call, self._monotonic()))
 
@@ -247,13 +258,13 @@ class ChannelTracker:
             # Its Newchannel predates us: track it now rather than wait for the next resync.
             if uid in self._pending_gone or uid in self._resync_hungup:
                 return
-            if len(self.channels) >= self.max_channels:
+            if len(self.channels) >= self.max_channels or len(uid) > MAX_ID_LENGTH:
                 return  # untracked: counted at its Newchannel or the resync that listed it
             name = msg.get("Channel") or ""
             if name[-1:] == ">" and _is_masquerade(name):
                 return
             tech = self._bounded_tech(name)
-            call = msg.get("Linkedid") or _call_without_linkedid(name, uid)
+            call = _call(msg.get("Linkedid"), name, uid)
             self._add(uid, Channel(tech, state, call, None))
             return
         self._note_resync_touch(uid)
@@ -392,13 +403,13 @@ class ChannelTracker:
                 continue
             if self._pending_gone:
                 self._unpend(uid)  # removed by an earlier resync, and still there
-            if len(self.channels) >= self.max_channels:
+            if len(self.channels) >= self.max_channels or len(uid) > MAX_ID_LENGTH:
                 self.untracked += 1
                 continue
             name = item.get("Channel") or ""
             tech = self._bounded_tech(name)
             state = self._state_label(item.get("ChannelStateDesc"))
-            call = item.get("Linkedid") or _call_without_linkedid(name, uid)
+            call = _call(item.get("Linkedid"), name, uid)
             self._add(uid, Channel(tech, state, call, None))
             added += 1
         self.resync_added += added

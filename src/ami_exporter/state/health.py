@@ -13,6 +13,8 @@ from ami_exporter.state.clock import Clock
 CONNECTION_ERROR_REASONS: Final = ("refused", "timeout", "unreachable", "tls", "other")
 LOGIN_FAILURE_REASONS: Final = ("auth", "timeout", "error")
 DISCONNECT_REASONS: Final = ("eof", "shutdown", "ping_timeout", "error")
+# last_error carries text from the server (a login error's Message): shown, never unbounded.
+MAX_ERROR_LENGTH: Final = 1024
 # Why a list action's answer was not used whole: more items than the session keeps
 # (``truncated``), no ``...Complete`` within the action's timeout (``timeout``), or the session
 # ended while it was in flight (``lost``).
@@ -49,6 +51,8 @@ class ConnectionHealth:
         self.last_problem_timestamp: float | None = None
 
     def _set_error(self, text: str) -> None:
+        if len(text) > MAX_ERROR_LENGTH:
+            text = text[: MAX_ERROR_LENGTH - 1] + "\u2026"
         self.last_error = text
         if text:
             self.last_problem = text

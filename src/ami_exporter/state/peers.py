@@ -37,7 +37,7 @@ MAX_NAME_LENGTH: Final = MAX_LABEL_LENGTH
 # Contacts of one PJSIP endpoint (max_contacts of its AOR: 1 for a phone, a few for a
 # softphone on several devices). Without a cap, N contacts made each event O(N).
 MAX_CONTACTS: Final = 32
-MAX_URI_LENGTH: Final = 512  # a contact's key; only its up/rtt are kept, never exported
+MAX_URI_LENGTH: Final = 512  # contact and client URIs used as keys (never exported)
 
 # Lower-case status -> (label, up). Events and poll items use these spellings (reference 3.10).
 _STATUSES: Final[dict[str, tuple[str, bool]]] = {
@@ -322,7 +322,12 @@ class PeerState:
                 continue
             name = _name(item.get("ObjectName"))
             client_uri = item.get("ClientUri")
-            if client_uri and name and len(names) < MAX_REGISTRATIONS:
+            if (
+                client_uri
+                and name
+                and len(names) < MAX_REGISTRATIONS
+                and len(client_uri) <= MAX_URI_LENGTH
+            ):
                 names[client_uri] = name
             self._set_registration("PJSIP", name, item.get("Status"))
             listed.add(("PJSIP", name))

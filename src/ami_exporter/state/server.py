@@ -42,8 +42,11 @@ from ami_exporter.state.queues import QueueState
 from ami_exporter.state.security import SecurityEvents
 from ami_exporter.state.vicidial import VicidialState
 
-# Raw event names remembered before counting into `other` (memory bound, not a label bound).
+# Raw event names remembered before counting into `other` (memory bound, not a label bound),
+# and the longest remembered: real names are short identifiers (the longest known has 35
+# bytes); 512 names of up to max_message_size each would be 512 MiB.
 MAX_DISTINCT_EVENT_NAMES: Final = 512
+MAX_EVENT_NAME_BYTES: Final = 64
 
 
 class ServerState:
@@ -133,7 +136,7 @@ class ServerState:
         for raw in names:
             if raw in counts:
                 counts[raw] += 1
-            elif len(counts) < MAX_DISTINCT_EVENT_NAMES:
+            elif len(counts) < MAX_DISTINCT_EVENT_NAMES and len(raw) <= MAX_EVENT_NAME_BYTES:
                 counts[raw] = 1
             else:
                 counts[b"other"] = counts.get(b"other", 0) + 1
