@@ -9,6 +9,7 @@ before the hardening too, so the same command gives the before and after figures
     python -m benchmarks.ami_hardening list --items 300000     # RSS of an endless list
     python -m benchmarks.ami_hardening channels --count 1000000
     python -m benchmarks.ami_hardening banner --size 900000    # asterisk_info line length
+    python -m benchmarks.ami_hardening ingest --runs 15        # the hot path, no sockets
 
 ``contacts``: N ``ContactStatus`` events of one endpoint, each with a new contact URI, fed in
 64 KiB reads as the client reads them; the total loop time and the worst single read.
@@ -18,6 +19,9 @@ that answers with N items and no ``...Complete``, then drops the connection; the
 when logged in, at its peak, after the session died, and the list items still referenced.
 ``channels``: N ``Newchannel`` that never hang up; live channels kept and traced memory.
 ``banner``: a banner of N bytes; the length of the longest ``asterisk_info`` label value.
+``ingest``: the s1 stream of ``benchmarks.run`` through ``ClientSession.receive`` and
+``ServerState.record_events`` in 64 KiB reads, no sockets: best and median events/s of N runs
+(steadier than s1 on a shared machine, for comparing two versions of the hot path).
 """
 
 from __future__ import annotations
@@ -201,6 +205,28 @@ def probe_banner(size: int) -> dict[str, Any]:
     }
 
 
+def probe_ingest(runs: int) -> dict[str, Any]:
+    from benchmarks.stream import build_stream
+
+    data = build_stream(calls=6000).data
+    rates: list[float] = []
+    events = 0
+    for _ in range(runs):
+        state = ServerState("bench")
+        session = ClientSession(parse=state.parsed_event_names)
+        session.receive(b"Asterisk Call Manager/11.0.0\r\n")
+        took = _feed(state, session, data)[0]
+        events = sum(state.event_counts.values())
+        rates.append(events / took)
+    rates.sort()
+    return {
+        "probe": "ingest",
+        "events": events,
+        "best_events_per_second": round(rates[-1]),
+        "median_events_per_second": round(rates[len(rates) // 2]),
+    }
+
+
 # ---------------------------------------------------------------------------- list probe
 
 
@@ -324,6 +350,7 @@ def main() -> None:
     sub.add_parser("follows").add_argument("--events", type=int, default=10_000)
     sub.add_parser("channels").add_argument("--count", type=int, default=1_000_000)
     sub.add_parser("banner").add_argument("--size", type=int, default=900_000)
+    sub.add_parser("ingest").add_argument("--runs", type=int, default=15)
     lst = sub.add_parser("list")
     lst.add_argument("--items", type=int, default=300_000)
     lst.add_argument("--pad", type=int, default=0, help="bytes of padding per item")
@@ -343,6 +370,8 @@ def main() -> None:
         result = probe_channels(args.count)
     elif args.probe == "banner":
         result = probe_banner(args.size)
+    elif args.probe == "ingest":
+        result = probe_ingest(args.runs)
     else:
         result = probe_list(args.items, args.pad)
     print(json.dumps(result))
