@@ -14,7 +14,11 @@ Wire rules handled here (see the AMI reference, section 1 and 6):
   ``": "``; ``Key:`` with nothing after it is an empty value;
 * ``Response: Follows`` (``Action: Command`` on Asterisk <= 13) carries raw CLI text that may
   contain blank lines, closed by ``--END COMMAND--``; its body becomes ``Output`` headers, the
-  same shape as the 14+ format, so callers never see the difference;
+  same shape as the 14+ format, so callers never see the difference. Only a consumer that
+  sent a ``Command`` can be answered so: with ``follows`` off (the client session turns it on
+  while a Command is in flight) a ``Response: Follows`` block is framed like any message,
+  up to its first blank line, and counted as malformed, so one that never ends cannot
+  swallow the messages after it;
 * bytes are decoded as UTF-8 with ``surrogateescape``, so nothing ever raises and
   :func:`serialize` gives back the original bytes;
 * a message larger than ``max_message_size`` is counted as malformed and skipped, and framing
@@ -214,8 +218,10 @@ class AMIParser:
     """Incremental AMI parser: :meth:`feed` bytes, get :class:`Message` objects back.
 
     ``malformed`` counts messages that were skipped (no ``Event``/``Response``/``Action`` first
-    line, a line without a colon, or larger than ``max_message_size``). ``banner`` holds the
-    first line once it has arrived (``None`` until then, or when ``expect_banner`` is False).
+    line, a line without a colon, larger than ``max_message_size``, or a ``Response: Follows``
+    while ``follows`` is off). ``banner`` holds the first line once it has arrived (``None``
+    until then, or when ``expect_banner`` is False). ``follows`` may be switched between two
+    feeds; it applies to everything framed from then on, buffered bytes included.
     """
 
     __slots__ = (
@@ -225,6 +231,7 @@ class AMIParser:
         "_discarding",
         "_expect_banner",
         "banner",
+        "follows",
         "malformed",
         "max_message_size",
         "messages",
@@ -235,6 +242,7 @@ class AMIParser:
         *,
         expect_banner: bool = True,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        follows: bool = True,
     ) -> None:
         self._buf = b""
         self._cr_pending = False
@@ -242,6 +250,7 @@ class AMIParser:
         self._crlf = True  # Asterisk sends CRLF; a bare LF switches to normalising for good
         self._expect_banner = expect_banner
         self.banner: str | None = None
+        self.follows = follows  # frame `Response: Follows` blocks to their --END COMMAND--
         self.malformed = 0
         self.messages = 0
         self.max_message_size = max_message_size
@@ -402,7 +411,7 @@ class AMIParser:
         limit = self.max_message_size
         while pos < size:
             if self._discarding:
-                if self._discarding == _DISCARD_TO_END_COMMAND:
+                if self._discarding == _DISCARD_TO_END_COMMAND and self.follows:
                     end, after = self._find_follows_end(buf, pos)
                     keep = _TERMINATOR_SLACK
                 else:
@@ -425,6 +434,9 @@ class AMIParser:
             # routing a read here looks for may frame as a block, or framing would depend on
             # which other bytes shared a read (found by fuzzing).
             follows = buf[pos : pos + 17] == _FOLLOWS and _blank_to_line_end(buf, pos + 17)
+            # A Follows block nobody asked for is framed as an ordinary message, and skipped.
+            unexpected = follows and not self.follows
+            follows = follows and self.follows
             if follows:
                 end, after = self._find_follows_end(buf, pos)
             else:
@@ -441,7 +453,7 @@ class AMIParser:
                     pos = size - _TERMINATOR_SLACK
                     continue
                 break
-            if end - pos > limit:
+            if end - pos > limit or unexpected:
                 self.malformed += 1
             else:
                 out.append(buf[pos:end])

@@ -7,6 +7,9 @@ As h11 does for HTTP, everything that is protocol lives here and nothing touches
   numbers the actions it sends, matches every answer to its action by ``ActionID``, collects
   the items of list actions up to their ``...Complete`` event and hands back one
   :class:`ActionResult` per finished action. Its own list items are answers, not events.
+  A list answer holds at most ``max_list_items`` items and ``max_list_bytes`` bytes of them:
+  the rest is dropped and the result says ``truncated``. ``Response: Follows`` framing (the
+  CLI text of ``Command`` on Asterisk <= 13) is on only while a ``Command`` is in flight.
 * :class:`ServerSession` is the Asterisk side (the simulator, the test server): it parses
   actions and writes answers the way Asterisk does (the banner, ``ActionID`` echoed right
   after ``Response:``, list answers).
@@ -15,6 +18,7 @@ As h11 does for HTTP, everything that is protocol lives here and nothing touches
 
 Time is the caller's business: a caller that gives up on an action calls
 :meth:`ClientSession.abandon`; at end of stream it calls :meth:`ClientSession.receive_eof`.
+Both drop what the action had collected.
 """
 
 from __future__ import annotations
@@ -45,8 +49,13 @@ __all__ = [
 ]
 
 BANNER_PREFIX: Final = "Asterisk Call Manager/"
-# A list action whose answer never completes must not hold memory without bound.
+# A list action whose answer never completes, or never ends, must not hold memory without
+# bound: items past either cap are dropped and the result is marked truncated. 100,000 items
+# are twice the live channels a server may have tracked (state.channels.MAX_LIVE_CHANNELS);
+# 64 MiB of item bytes is about 90,000 CoreShowChannel items of Asterisk 22 (~700 bytes each),
+# and bounds what 100,000 items of up to max_message_size each would not.
 DEFAULT_MAX_LIST_ITEMS: Final = 100_000
+DEFAULT_MAX_LIST_BYTES: Final = 64 << 20
 
 FailureKind = Literal["unknown_action", "permission", "empty_list", "other"]
 LoginFailure = Literal["auth", "in_use", "error"]
@@ -95,6 +104,9 @@ class ActionResult:
     response: Message
     items: list[Message] = field(default_factory=list)
     complete: Message | None = None  # the closing ``...Complete`` event of a list action
+    # More items came than the session keeps (max_list_items / max_list_bytes): ``items`` is
+    # only the first of them, not the whole list; never apply it as a complete snapshot.
+    truncated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -124,8 +136,11 @@ class Received:
 class _Pending:
     action: str
     complete_event: str | None
+    command: bool = False  # a ``Command``: may be answered with ``Response: Follows``
     response: Message | None = None
     items: list[Message] = field(default_factory=list)
+    size: int = 0  # bytes of the items kept
+    truncated: bool = False
 
 
 class ClientSession:
@@ -140,6 +155,7 @@ class ClientSession:
         "_pending",
         "action_id_prefix",
         "banner",
+        "max_list_bytes",
         "max_list_items",
         "overflowed_lists",
     )
@@ -151,10 +167,14 @@ class ClientSession:
         action_id_prefix: str = "amiexp-",
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_list_items: int = DEFAULT_MAX_LIST_ITEMS,
+        max_list_bytes: int = DEFAULT_MAX_LIST_BYTES,
     ) -> None:
         """``parse``: the event names whose fields the consumer reads (``None``: every event);
         the others are only counted by name."""
-        self._parser = AMIParser(max_message_size=max_message_size)
+        # Asterisk answers `Response: Follows` to `Command` only (reference 1.6): with no
+        # Command in flight one is junk, framed like any message, so a Follows that never
+        # ends cannot swallow the stream. send() turns Follows framing on for a Command.
+        self._parser = AMIParser(max_message_size=max_message_size, follows=False)
         self._parse_all = parse is None
         # raw name -> decoded name, for the events parsed (lazily) rather than only counted
         self._parse: dict[bytes, str] = {name.encode(): name for name in parse or ()}
@@ -163,7 +183,8 @@ class ClientSession:
         self._ids = 0
         self.action_id_prefix = action_id_prefix
         self.max_list_items = max_list_items
-        self.overflowed_lists = 0  # list answers cut short at max_list_items
+        self.max_list_bytes = max_list_bytes
+        self.overflowed_lists = 0  # list answers cut short at max_list_items/max_list_bytes
         self.banner: str | None = None
 
     # ------------------------------------------------------------------ sending
@@ -183,7 +204,10 @@ class ClientSession:
         """
         self._ids += 1
         action_id = f"{self.action_id_prefix}{self._ids}"
-        self._pending[action_id] = _Pending(name, complete_event)
+        command = name.lower() == "command"
+        if command:
+            self._parser.follows = True
+        self._pending[action_id] = _Pending(name, complete_event, command)
         if complete_event is not None:
             for item in (*list_items, complete_event):
                 self._list_names[item.encode()] = item
@@ -191,9 +215,10 @@ class ClientSession:
         return action_id, serialize(headers)
 
     def abandon(self, action_id: str) -> None:
-        """Forget an action the caller no longer waits for (a timeout); late answers drop."""
+        """Forget an action the caller no longer waits for (a timeout); late answers drop, and
+        so do the list items it had collected."""
         self._pending.pop(action_id, None)
-        self._drop_list_names()
+        self._pending_changed()
 
     @property
     def pending(self) -> int:
@@ -252,7 +277,7 @@ class ClientSession:
             if msg is None:
                 self._parser.malformed += 1
             elif msg.kind == "event":
-                if not (self._pending and self._route_item(msg, out)):
+                if not (self._pending and self._route_item(msg, len(block), out)):
                     names.append(raw or msg.name.encode("utf-8", "surrogateescape"))
                     events.append(msg)
             elif msg.kind == "response":
@@ -265,13 +290,17 @@ class ClientSession:
             return
         if entry.complete_event is None or not is_success(msg):
             del self._pending[action_id]
-            self._drop_list_names()
+            self._pending_changed()
             out.results.append(ActionResult(action_id, entry.action, msg))
         else:
             entry.response = msg
 
-    def _route_item(self, msg: Message, out: Received) -> bool:
-        """Route a list item or closing event to its action; False if it is a plain event."""
+    def _route_item(self, msg: Message, size: int, out: Received) -> bool:
+        """Route a list item or closing event to its action; False if it is a plain event.
+
+        ``size`` is the item's length on the wire. Items past ``max_list_items`` or
+        ``max_list_bytes`` are dropped (only counted): the result is then ``truncated``.
+        """
         if msg.name.encode() not in self._list_names:
             return False  # broadcast events carry no ActionID of ours: don't look it up
         action_id = msg.get("ActionID")
@@ -280,20 +309,30 @@ class ClientSession:
             return False
         if msg.name == entry.complete_event:
             del self._pending[action_id]
-            self._drop_list_names()
+            self._pending_changed()
             out.results.append(
-                ActionResult(action_id, entry.action, entry.response, entry.items, msg)
+                ActionResult(
+                    action_id, entry.action, entry.response, entry.items, msg, entry.truncated
+                )
             )
-        elif len(entry.items) < self.max_list_items:
-            entry.items.append(msg)
-        elif len(entry.items) == self.max_list_items:
-            self.overflowed_lists += 1
-            entry.items.append(msg)  # one past the cap marks the overflow; then drop
+        elif not entry.truncated:
+            total = entry.size + size
+            if len(entry.items) < self.max_list_items and total <= self.max_list_bytes:
+                entry.items.append(msg)
+                entry.size = total
+            else:
+                entry.truncated = True
+                self.overflowed_lists += 1
         return True
 
-    def _drop_list_names(self) -> None:
-        if self._list_names and not any(p.complete_event for p in self._pending.values()):
+    def _pending_changed(self) -> None:
+        """An action left ``_pending``: stop routing list names and framing Follows blocks
+        that no action in flight can be waiting for."""
+        pending = self._pending.values()
+        if self._list_names and not any(p.complete_event for p in pending):
             self._list_names.clear()
+        if self._parser.follows and not any(p.command for p in pending):
+            self._parser.follows = False
 
     def receive_eof(self) -> list[str]:
         """End of stream: drop a partial message; return the ActionIDs left unanswered."""
@@ -301,6 +340,7 @@ class ClientSession:
         lost = list(self._pending)
         self._pending.clear()
         self._list_names.clear()
+        self._parser.follows = False
         return lost
 
 
@@ -315,7 +355,10 @@ class ServerSession:
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        self._parser = AMIParser(expect_banner=False, max_message_size=max_message_size)
+        # Actions never come as `Response: Follows`: one is junk, framed like any message.
+        self._parser = AMIParser(
+            expect_banner=False, max_message_size=max_message_size, follows=False
+        )
         self.banner = banner
 
     def greeting(self) -> bytes:

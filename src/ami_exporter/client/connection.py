@@ -375,6 +375,14 @@ class AMIClient:
             self._log.warning("CoreShowChannels refused: %s (grant write=system or reporting)", why)
             state.resync_complete_aborted()
             return
+        if result.truncated:
+            # A partial snapshot would drop every live channel past the cut: keep the live set.
+            self._log.warning(
+                "CoreShowChannels listed more than the %d items kept; resync skipped",
+                len(result.items),
+            )
+            state.resync_complete_aborted()
+            return
         added, removed = state.resync_complete(result.items)
         if added or removed:
             self._log.info("resync: %d channels added, %d removed", added, removed)
@@ -413,10 +421,25 @@ class AMIClient:
         protocol.waiting[action_id] = future
         protocol.transport.write(data)
         try:
-            return await asyncio.wait_for(future, timeout)
+            result = await asyncio.wait_for(future, timeout)
+        except BaseException as exc:
+            if complete_event is not None:
+                self._list_incomplete(name, exc)
+            raise
         finally:
             if protocol.waiting.pop(action_id, None) is not None:
-                session.abandon(action_id)  # timed out or cancelled: late answers drop
+                # Timed out or cancelled: late answers drop, and so do the items collected.
+                session.abandon(action_id)
+        if result.truncated:
+            self.state.record_list_incomplete(name, "truncated")
+        return result
+
+    def _list_incomplete(self, action: str, exc: BaseException) -> None:
+        """Count a list answer that never completed: timed out, or its session ended."""
+        if isinstance(exc, TimeoutError):
+            self.state.record_list_incomplete(action, "timeout")
+        elif isinstance(exc, AMISessionLost | asyncio.CancelledError) and not self._stopping:
+            self.state.record_list_incomplete(action, "lost")
 
     @property
     def buffered_bytes(self) -> int:

@@ -88,6 +88,9 @@ async def poll_optional(
         except TimeoutError:
             logger.warning("%s: no complete answer within %g s; skipped", action, timeout)
             continue
+        if result.truncated:  # a partial list is no snapshot: applying it would drop the rest
+            logger.warning("%s: more items than the list cap; not applied", action)
+            continue
         if result.ok:
             _apply(state, kind, result.items)
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from ami_exporter.metrics.table import TableCollector, by_label, counter, gauge, one
+from ami_exporter.state.channels import MAX_LIVE_CHANNELS
 
 S: Final = ("server",)
 
@@ -32,6 +33,14 @@ TABLE: Final = (
         "Channels created (Newchannel events).",
         ("server", "tech"),
         lambda st: by_label(st.tracker.channels_created),
+    ),
+    counter(
+        "asterisk_channels_untracked",
+        f"Channels not tracked as live because the per-server cap on live channels "
+        f"({MAX_LIVE_CHANNELS:,}) was reached: each such Newchannel, and each resync item past "
+        "the cap.",
+        S,
+        lambda st: one(st.tracker.untracked),
     ),
     counter(
         "asterisk_ami_resync_channels_removed",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ami_exporter.metrics.table import TableCollector, by_label, counter, gauge, one
+from ami_exporter.metrics.table import TableCollector, by_label, by_labels, counter, gauge, one
 
 S: Final = ("server",)
 
@@ -60,9 +60,17 @@ TABLE: Final = (
     ),
     counter(
         "asterisk_ami_malformed_messages",
-        "AMI messages skipped as malformed (bad framing, no key, oversized).",
+        "AMI messages skipped as malformed (bad framing, no key, oversized, a Response: "
+        "Follows no Command asked for).",
         S,
         lambda st: one(st.health.malformed),
+    ),
+    counter(
+        "asterisk_ami_list_actions_incomplete",
+        "List action answers not used whole, by action and reason: truncated (more items "
+        "than the per-list cap), timeout (no ...Complete in time), lost (session ended).",
+        ("server", "action", "reason"),
+        lambda st: by_labels(st.health.list_actions_incomplete),
     ),
 )
 

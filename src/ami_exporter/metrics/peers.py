@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from ami_exporter.metrics.table import Samples, TableCollector, clean, counter, gauge, one
+from ami_exporter.state.peers import MAX_CONTACTS
 from ami_exporter.state.server import ServerState
 
 PEER: Final = ("server", "tech", "peer")
@@ -71,6 +72,13 @@ TABLE: Final = (
         "Peers not tracked (so not exported) because the per-server cap on peers was reached.",
         ("server",),
         lambda st: one(st.peers.dropped_peers),
+    ),
+    counter(
+        "asterisk_peer_contacts_dropped",
+        "PJSIP contact updates (ContactStatus events, PJSIPShowContacts items) not tracked "
+        f"because their endpoint already has {MAX_CONTACTS} contacts tracked (the cap).",
+        ("server",),
+        lambda st: one(st.peers.dropped_contacts),
     ),
 )
 

@@ -3,7 +3,9 @@
 Fed ``Newchannel``, ``Newstate``, ``Hangup``, ``OriginateResponse``, ``DialEnd``/``Dial`` and
 the ``CoreShowChannels`` resyncs. The live channel set is kept with incrementally maintained
 aggregates (by technology, by state, by call), so an event costs O(1) and a scrape costs
-O(label sets), never O(channels).
+O(label sets), never O(channels). At most ``max_channels`` live channels are tracked (a
+channel that never hangs up costs about 212 bytes for good): past the cap a new channel is
+counted in ``untracked``, not tracked.
 
 Ordering rules from the real captures that shape this module:
 
@@ -36,6 +38,12 @@ MAX_CAUSE_SPELLINGS: Final = 256
 # How long a channel missing from a resync snapshot waits for a late Hangup before it is
 # counted as a ghost. Stasis delivers a Hangup within milliseconds; seconds are plenty.
 RESYNC_GRACE_SECONDS: Final = 5.0
+# Live channels tracked per server: 50,000 is ten times a busy Asterisk's concurrent channels
+# and about 11 MB; 10^6 channels that never hang up would be 212 MB.
+MAX_LIVE_CHANNELS: Final = 50_000
+# A Uniqueid is `[<systemname>-]<epoch>.<counter>`: a longer one (or Linkedid) is junk, and
+# must not make a capped channel set cost more than its ~212 bytes a channel.
+MAX_ID_LENGTH: Final = 256
 ORIGINATE_LABELS: Final = (
     ("success", "answered"),
     ("failure", "busy"),
@@ -103,6 +111,14 @@ def _call_without_linkedid(channel: str, uid: str) -> str:
     return uid
 
 
+def _call(linkedid: str | None, channel: str, uid: str) -> str:
+    """The call a channel belongs to: its Linkedid, unless there is none (or a junk one)."""
+    if linkedid and len(linkedid) <= MAX_ID_LENGTH:
+        return linkedid
+    call = _call_without_linkedid(channel, uid)
+    return call if len(call) <= MAX_ID_LENGTH else uid
+
+
 def _is_masquerade(channel: str) -> bool:
     """``SIP/100-0000002a<ZOMBIE>`` / ``...<MASQ>``: 1.8/11 masquerade leftovers, not calls."""
     return channel.endswith(("<ZOMBIE>", "<MASQ>"))
@@ -117,10 +133,12 @@ class ChannelTracker:
         vicidial: VicidialState,
         *,
         resync_grace: float = RESYNC_GRACE_SECONDS,
+        max_channels: int = MAX_LIVE_CHANNELS,
     ) -> None:
         self._monotonic = clock.monotonic
         self._vicidial = vicidial  # fed the Newstate and Hangup events when enabled
         self.resync_grace = resync_grace
+        self.max_channels = max_channels
 
         # Live channels and their aggregates (kept in step by _add/_remove).
         self.channels: dict[str, Channel] = {}
@@ -136,6 +154,9 @@ class ChannelTracker:
         self.durations: dict[str, Histogram] = {}
         self.resync_added = 0
         self.resyncs_completed = 0  # CoreShowChannels snapshots applied
+        # Channels not tracked because max_channels were live: each Newchannel past the cap,
+        # and each resync item past it (a resync that lists them again counts them again).
+        self.untracked = 0
 
         # Label caches: raw spelling -> the one shared, bounded label string.
         self._techs: dict[str, str] = {}  # the exported tech labels (bounded)
@@ -218,7 +239,10 @@ class ChannelTracker:
             existing.created = self._monotonic()
             self._note_resync_touch(uid)
             return
-        call = msg.get("Linkedid") or _call_without_linkedid(name, uid)
+        if len(self.channels) >= self.max_channels or len(uid) > MAX_ID_LENGTH:
+            self.untracked += 1
+            return
+        call = _call(msg.get("Linkedid"), name, uid)
         state = self._state_label(msg.get("ChannelStateDesc"))
         self._add(uid, Channel(tech, state, call, self._monotonic()))
 
@@ -234,11 +258,13 @@ class ChannelTracker:
             # Its Newchannel predates us: track it now rather than wait for the next resync.
             if uid in self._pending_gone or uid in self._resync_hungup:
                 return
+            if len(self.channels) >= self.max_channels or len(uid) > MAX_ID_LENGTH:
+                return  # untracked: counted at its Newchannel or the resync that listed it
             name = msg.get("Channel") or ""
             if name[-1:] == ">" and _is_masquerade(name):
                 return
             tech = self._bounded_tech(name)
-            call = msg.get("Linkedid") or _call_without_linkedid(name, uid)
+            call = _call(msg.get("Linkedid"), name, uid)
             self._add(uid, Channel(tech, state, call, None))
             return
         self._note_resync_touch(uid)
@@ -377,10 +403,13 @@ class ChannelTracker:
                 continue
             if self._pending_gone:
                 self._unpend(uid)  # removed by an earlier resync, and still there
+            if len(self.channels) >= self.max_channels or len(uid) > MAX_ID_LENGTH:
+                self.untracked += 1
+                continue
             name = item.get("Channel") or ""
             tech = self._bounded_tech(name)
             state = self._state_label(item.get("ChannelStateDesc"))
-            call = item.get("Linkedid") or _call_without_linkedid(name, uid)
+            call = _call(item.get("Linkedid"), name, uid)
             self._add(uid, Channel(tech, state, call, None))
             added += 1
         self.resync_added += added

@@ -20,6 +20,7 @@ from typing import Final
 from ami_exporter.ami.protocol import Message
 from ami_exporter.ami.values import local_timestamp, to_float
 from ami_exporter.state.clock import Clock
+from ami_exporter.state.labels import bounded
 
 # A FullyBooted/CoreStatus start time that moves by more than this means Asterisk restarted.
 RESTART_TOLERANCE_SECONDS: Final = 10.0
@@ -43,14 +44,16 @@ class CoreState:
         self._uptime_known = False  # startup_timestamp came from FullyBooted's Uptime
         self._corestatus_startup: str | None = None
 
+    # version, ami_version and system_name are `asterisk_info` labels: bounded when stored.
+
     def apply_banner(self, banner: str) -> None:
         if banner.startswith(BANNER_PREFIX):
-            self.ami_version = banner[len(BANNER_PREFIX) :].strip()
+            self.ami_version = bounded(banner[len(BANNER_PREFIX) :].strip())
 
     def apply_core_settings(self, msg: Message) -> None:
-        self.version = msg.get("AsteriskVersion") or self.version
-        self.ami_version = msg.get("AMIversion") or self.ami_version
-        self.system_name = msg.get("SystemName") or ""
+        self.version = bounded(msg.get("AsteriskVersion") or "") or self.version
+        self.ami_version = bounded(msg.get("AMIversion") or "") or self.ami_version
+        self.system_name = bounded(msg.get("SystemName") or "")
 
     def apply_core_status(self, msg: Message) -> bool:
         """CoreStatus gives start and reload times in the server's local time, with no zone;

@@ -13,6 +13,14 @@ from ami_exporter.state.clock import Clock
 CONNECTION_ERROR_REASONS: Final = ("refused", "timeout", "unreachable", "tls", "other")
 LOGIN_FAILURE_REASONS: Final = ("auth", "timeout", "error")
 DISCONNECT_REASONS: Final = ("eof", "shutdown", "ping_timeout", "error")
+# last_error carries text from the server (a login error's Message): shown, never unbounded.
+MAX_ERROR_LENGTH: Final = 1024
+# Why a list action's answer was not used whole: more items than the session keeps
+# (``truncated``), no ``...Complete`` within the action's timeout (``timeout``), or the session
+# ended while it was in flight (``lost``).
+LIST_INCOMPLETE_REASONS: Final = ("truncated", "timeout", "lost")
+# Label sets shown at 0 from the start: the resync's list, which alerts care about most.
+_LIST_ACTIONS_SHOWN: Final = ("CoreShowChannels",)
 
 
 class ConnectionHealth:
@@ -30,6 +38,12 @@ class ConnectionHealth:
         self.last_event_timestamp: float | None = None
         self.ping_rtt: float | None = None
         self.malformed = 0
+        # (action, reason) -> list answers not used whole; actions are the client's own names
+        self.list_actions_incomplete: dict[tuple[str, str], int] = {
+            (action, reason): 0
+            for action in _LIST_ACTIONS_SHOWN
+            for reason in LIST_INCOMPLETE_REASONS
+        }
         self.last_error = ""  # human-readable, for the landing page and logs; never a secret
         # The last non-empty last_error and when it was set: kept after the session recovers,
         # for the status page (a login clears last_error).
@@ -37,6 +51,8 @@ class ConnectionHealth:
         self.last_problem_timestamp: float | None = None
 
     def _set_error(self, text: str) -> None:
+        if len(text) > MAX_ERROR_LENGTH:
+            text = text[: MAX_ERROR_LENGTH - 1] + "\u2026"
         self.last_error = text
         if text:
             self.last_problem = text
@@ -79,6 +95,11 @@ class ConnectionHealth:
 
     def record_malformed(self, count: int) -> None:
         self.malformed += count
+
+    def record_list_incomplete(self, action: str, reason: str) -> None:
+        """A list action's answer was cut, timed out or lost (``reason``, a metric label)."""
+        key = (action, reason)
+        self.list_actions_incomplete[key] = self.list_actions_incomplete.get(key, 0) + 1
 
     def record_received(self) -> None:
         """Messages arrived (any kind, Ping answers included): the last-message timestamp."""

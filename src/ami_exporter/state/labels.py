@@ -2,7 +2,9 @@
 
 Everything that becomes a Prometheus label value passes through here, so cardinality is bounded
 in one place: values outside a fixed vocabulary, or that are not short identifiers, become
-``other``.
+``other``. Free text that is exported as it is (Asterisk's version and system name, peer,
+registration and queue names) goes through :func:`bounded`: printable, and at most
+:data:`MAX_LABEL_LENGTH` characters, a longer value cut and ending in :data:`TRUNCATED`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import re
 from typing import Final
 
 OTHER: Final = "other"
+# Free-text label values from the AMI server: a longer one is cut and ends in the marker (a
+# 900 KB banner must not become a 900 KB `asterisk_info` label).
+MAX_LABEL_LENGTH: Final = 128
+TRUNCATED: Final = "\u2026"  # HORIZONTAL ELLIPSIS: one character, rare in real names
 
 # AST_CAUSE_* names by number (include/asterisk/causes.h; AMI reference section 4).
 HANGUP_CAUSE_NAMES: Final[dict[int, str]] = {
@@ -152,6 +158,17 @@ KNOWN_EVENTS: Final = (
 
 # A short identifier: what techs, states, services and similar names look like on the wire.
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}\Z")
+
+
+def bounded(text: str) -> str:
+    """``text`` as a label value: non-printable characters as ``?``, at most
+    :data:`MAX_LABEL_LENGTH` characters; a longer one is cut and ends in :data:`TRUNCATED`."""
+    cut = len(text) > MAX_LABEL_LENGTH
+    if cut:
+        text = text[: MAX_LABEL_LENGTH - 1]  # cut first: never walk a huge value below
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
+    return text + TRUNCATED if cut else text
 
 
 def identifier_or_other(value: str) -> str:

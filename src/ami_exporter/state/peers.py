@@ -11,8 +11,11 @@ Sources (AMI reference 3.10):
 
 A peer is ``(tech, name)``: ``SIP``/``IAX2`` peers by name, ``PJSIP`` endpoints by endpoint
 name (a PJSIP endpoint is up while any of its contacts is). Every update is O(1) per event or
-list item. Peers can number in the thousands (every agent phone), so a per-server
-include/exclude regex selects which are exported, and at most :data:`MAX_PEERS` are tracked.
+list item: an endpoint keeps at most :data:`MAX_CONTACTS` contacts (a ``ContactStatus`` for
+one more is counted in ``dropped_contacts``, not tracked), so recomputing its state from its
+contacts is bounded too. Peers can number in the thousands (every agent phone), so a
+per-server include/exclude regex selects which are exported, and at most :data:`MAX_PEERS`
+are tracked.
 """
 
 from __future__ import annotations
@@ -24,12 +27,17 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ami_exporter.ami.protocol import Message
+from ami_exporter.state.labels import MAX_LABEL_LENGTH, bounded
 
 log = logging.getLogger("ami_exporter.peers")
 
 MAX_PEERS: Final = 10_000
 MAX_REGISTRATIONS: Final = 1_000
-MAX_NAME_LENGTH: Final = 128
+MAX_NAME_LENGTH: Final = MAX_LABEL_LENGTH
+# Contacts of one PJSIP endpoint (max_contacts of its AOR: 1 for a phone, a few for a
+# softphone on several devices). Without a cap, N contacts made each event O(N).
+MAX_CONTACTS: Final = 32
+MAX_URI_LENGTH: Final = 512  # contact and client URIs used as keys (never exported)
 
 # Lower-case status -> (label, up). Events and poll items use these spellings (reference 3.10).
 _STATUSES: Final[dict[str, tuple[str, bool]]] = {
@@ -56,11 +64,8 @@ def _tech(raw: str | None) -> str | None:
 
 
 def _name(raw: str | None) -> str:
-    """A label-safe peer or registration name: printable, at most 128 characters."""
-    text = (raw or "").strip()
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else "?" for c in text)
-    return text[:MAX_NAME_LENGTH]
+    """A label-safe peer or registration name (:func:`~.labels.bounded`)."""
+    return bounded((raw or "").strip())
 
 
 def _number(raw: str | None) -> float | None:
@@ -87,6 +92,7 @@ class PeerState:
         self.changes: dict[tuple[str, str, str], int] = {}
         self.registrations: dict[tuple[str, str], bool] = {}
         self.dropped_peers = 0  # peers not tracked because MAX_PEERS was reached
+        self.dropped_contacts = 0  # contact updates not tracked: the endpoint has MAX_CONTACTS
         self._include: re.Pattern[str] | None = None
         self._exclude: re.Pattern[str] | None = None
         self._registration_names: dict[str, str] = {}  # PJSIP client URI -> object name
@@ -159,26 +165,44 @@ class PeerState:
         peer = self._peer("PJSIP", name)
         if peer is None:
             return
-        uri = msg.get("URI") or ""
+        uri = (msg.get("URI") or "")[:MAX_URI_LENGTH]
+        contacts = peer.contacts
         raw = (msg.get("ContactStatus") or "").strip().lower()
         if raw == "removed":
-            peer.contacts.pop(uri, None)
+            contacts.pop(uri, None)
             label = "removed"
         else:
+            if uri not in contacts and len(contacts) >= MAX_CONTACTS:
+                self._drop_contact()
+                return
             label, up = _STATUSES.get(raw, ("other", False))
             if raw == "updated":  # a refreshed registration: the contact keeps its state
-                up = peer.contacts.get(uri, (True, None))[0]
+                up = contacts.get(uri, (True, None))[0]
                 label = peer.status
             usec = _number(msg.get("RoundtripUsec"))
-            peer.contacts[uri] = (up, usec / 1e6 if up and usec else None)
+            contacts[uri] = (up, usec / 1e6 if up and usec else None)
         self._update_from_contacts(peer)
         self._record("PJSIP", name, peer, label, event=True)
 
+    def _drop_contact(self) -> None:
+        if not self.dropped_contacts:
+            log.warning(
+                "an endpoint has more than %d contacts: the rest are not tracked", MAX_CONTACTS
+            )
+        self.dropped_contacts += 1
+
     @staticmethod
     def _update_from_contacts(peer: Peer) -> None:
-        peer.up = any(up for up, _ in peer.contacts.values())
-        rtts = [rtt for up, rtt in peer.contacts.values() if up and rtt is not None]
-        peer.rtt = min(rtts) if rtts else None
+        # At most MAX_CONTACTS contacts: a bounded walk, O(1) per event.
+        up = False
+        rtt: float | None = None
+        for contact_up, contact_rtt in peer.contacts.values():
+            if contact_up:
+                up = True
+                if contact_rtt is not None and (rtt is None or contact_rtt < rtt):
+                    rtt = contact_rtt
+        peer.up = up
+        peer.rtt = rtt
 
     def apply_peer_list(self, items: Iterable[Message]) -> None:
         """A ``SIPpeers`` or ``IAXpeerlist`` snapshot (``PeerEntry`` items): replaces that tech."""
@@ -233,8 +257,12 @@ class PeerState:
             raw = (item.get("Status") or "").strip().lower()
             label, up = _STATUSES.get(raw, ("other", False))
             usec = _number(item.get("RoundtripUsec"))
-            uri = item.get("Uri") or object_name
-            contacts.setdefault(name, {})[uri] = (up, usec / 1e6 if up and usec else None)
+            uri = (item.get("Uri") or object_name)[:MAX_URI_LENGTH]
+            endpoint_contacts = contacts.setdefault(name, {})
+            if uri not in endpoint_contacts and len(endpoint_contacts) >= MAX_CONTACTS:
+                self._drop_contact()
+                continue
+            endpoint_contacts[uri] = (up, usec / 1e6 if up and usec else None)
             if up or name not in statuses:
                 statuses[name] = label
         for name, endpoint_contacts in contacts.items():
@@ -288,15 +316,22 @@ class PeerState:
     def apply_outbound_registrations(self, items: Iterable[Message]) -> None:
         """``PJSIPShowRegistrationsOutbound`` (``OutboundRegistrationDetail`` items)."""
         listed: set[tuple[str, str]] = set()
+        names: dict[str, str] = {}  # rebuilt at every poll: old client URIs must not pile up
         for item in items:
             if item.name != "OutboundRegistrationDetail":
                 continue
             name = _name(item.get("ObjectName"))
             client_uri = item.get("ClientUri")
-            if client_uri and name:
-                self._registration_names[client_uri] = name
+            if (
+                client_uri
+                and name
+                and len(names) < MAX_REGISTRATIONS
+                and len(client_uri) <= MAX_URI_LENGTH
+            ):
+                names[client_uri] = name
             self._set_registration("PJSIP", name, item.get("Status"))
             listed.add(("PJSIP", name))
+        self._registration_names = names
         self._drop_unlisted("PJSIP", listed)
 
     def _drop_unlisted(self, tech: str, listed: set[tuple[str, str]]) -> None:

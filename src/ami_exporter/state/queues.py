@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ami_exporter.ami.protocol import Message
+from ami_exporter.state.labels import bounded
 
 MAX_QUEUES: Final = 256
 # QueueMember Status is the device state number (ast_devstate).
@@ -56,7 +57,7 @@ class QueueState:
         longest: dict[str, float] = {}
 
         def queue_of(item: Message) -> Queue | None:
-            name = (item.get("Queue") or "")[:128]
+            name = bounded(item.get("Queue") or "")
             queue = fresh.get(name)
             if queue is None:
                 if not name or len(fresh) >= MAX_QUEUES:
@@ -82,7 +83,7 @@ class QueueState:
                 key = (status, paused)
                 queue.members[key] = queue.members.get(key, 0) + 1
             elif item.name == "QueueEntry":
-                name = item.get("Queue") or ""
+                name = bounded(item.get("Queue") or "")
                 longest[name] = max(longest.get(name, 0.0), float(_int(item.get("Wait"))))
         for name, queue in fresh.items():
             queue.longest_hold = longest.get(name, 0.0)
@@ -93,7 +94,7 @@ class QueueState:
         for item in items:
             if item.name != "QueueSummary":
                 continue
-            queue = self.queues.get((item.get("Queue") or "")[:128])
+            queue = self.queues.get(bounded(item.get("Queue") or ""))
             if queue is not None:
                 queue.longest_hold = float(_int(item.get("LongestHoldTime")))
 

@@ -27,7 +27,13 @@ from typing import Final
 
 from ami_exporter.ami.protocol import Message
 from ami_exporter.state import labels
-from ami_exporter.state.channels import RESYNC_GRACE_SECONDS, Channel, ChannelTracker, Histogram
+from ami_exporter.state.channels import (
+    MAX_LIVE_CHANNELS,
+    RESYNC_GRACE_SECONDS,
+    Channel,
+    ChannelTracker,
+    Histogram,
+)
 from ami_exporter.state.clock import SYSTEM_CLOCK, Clock
 from ami_exporter.state.core import CoreState
 from ami_exporter.state.health import ConnectionHealth
@@ -36,8 +42,11 @@ from ami_exporter.state.queues import QueueState
 from ami_exporter.state.security import SecurityEvents
 from ami_exporter.state.vicidial import VicidialState
 
-# Raw event names remembered before counting into `other` (memory bound, not a label bound).
+# Raw event names remembered before counting into `other` (memory bound, not a label bound),
+# and the longest remembered: real names are short identifiers (the longest known has 35
+# bytes); 512 names of up to max_message_size each would be 512 MiB.
 MAX_DISTINCT_EVENT_NAMES: Final = 512
+MAX_EVENT_NAME_BYTES: Final = 64
 
 
 class ServerState:
@@ -49,13 +58,17 @@ class ServerState:
         *,
         clock: Clock = SYSTEM_CLOCK,
         resync_grace: float = RESYNC_GRACE_SECONDS,
+        max_channels: int = MAX_LIVE_CHANNELS,
     ) -> None:
+        """``max_channels``: live channels tracked at most (see :mod:`.channels`)."""
         self.name = name
         self.clock = clock
         self.health = ConnectionHealth(clock)
         self.core = CoreState(clock)
         self.vicidial = VicidialState(clock)  # VICIdial call types (opt-in, see configure())
-        self.tracker = ChannelTracker(clock, self.vicidial, resync_grace=resync_grace)
+        self.tracker = ChannelTracker(
+            clock, self.vicidial, resync_grace=resync_grace, max_channels=max_channels
+        )
         self.security_events = SecurityEvents()
         self.peers = PeerState()  # trunks and registrations: events here, polls in client.polls
         self.queues = QueueState()  # app_queue, polled (opt-in)
@@ -123,7 +136,7 @@ class ServerState:
         for raw in names:
             if raw in counts:
                 counts[raw] += 1
-            elif len(counts) < MAX_DISTINCT_EVENT_NAMES:
+            elif len(counts) < MAX_DISTINCT_EVENT_NAMES and len(raw) <= MAX_EVENT_NAME_BYTES:
                 counts[raw] = 1
             else:
                 counts[b"other"] = counts.get(b"other", 0) + 1
@@ -208,6 +221,10 @@ class ServerState:
 
     def record_malformed(self, count: int) -> None:
         self.health.record_malformed(count)
+
+    def record_list_incomplete(self, action: str, reason: str) -> None:
+        """A list action's answer was not used whole: ``truncated``, ``timeout`` or ``lost``."""
+        self.health.record_list_incomplete(action, reason)
 
     def record_received(self) -> None:
         """Messages arrived (any kind, Ping answers included): the last-message timestamp."""

@@ -35,6 +35,9 @@ from ami_exporter.state.clock import SYSTEM_CLOCK, Clock
 CALL_TYPES: Final = ("auto_dial", "manual_dial", "inbound", "three_way", "ring_agent")
 DEDUP_SECONDS: Final = 3600.0
 MAX_TRACKED_CALL_IDS: Final = 100_000
+# Real call IDs have 20 characters (RINGAGENT... a few more); a longer name is none, and
+# 100,000 remembered names of any length would be no memory bound.
+MAX_CALL_ID_LENGTH: Final = 64
 
 _PATTERNS: Final = (
     (re.compile(r"V\d{19}\Z"), "auto_dial"),
@@ -48,7 +51,7 @@ _FIRST_CHARS: Final = frozenset("VMYDR")
 
 def call_type(name: str | None) -> str | None:
     """The VICIdial call type of a CallerIDName, or None when it is not a call ID."""
-    if not name or name[0] not in _FIRST_CHARS:
+    if not name or name[0] not in _FIRST_CHARS or len(name) > MAX_CALL_ID_LENGTH:
         return None
     for pattern, kind in _PATTERNS:
         if pattern.match(name):
