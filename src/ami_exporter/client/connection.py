@@ -46,6 +46,8 @@ BACKOFF_JITTER = 0.2
 # Asterisk answers a bad login after a deliberate 1 s sleep; leave room for that.
 LOGIN_TIMEOUT_MIN = 5.0
 LOGOFF_TIMEOUT = 1.0
+# What replaces the secret in any text a server sends back (a login error that echoes it).
+REDACTED = "<redacted>"
 
 
 class Backoff:
@@ -186,13 +188,15 @@ class AMIClient:
             await self._connect()
             await self._login()
         except AMIConnectionError as exc:
-            state.record_connect_error(exc.reason, str(exc))
-            self._log.warning("cannot connect to %s: %s", self.config.address, exc)
+            detail = self._redacted(str(exc))
+            state.record_connect_error(exc.reason, detail)
+            self._log.warning("cannot connect to %s: %s", self.config.address, detail)
             self._close()
             return self._backoff.next_delay()
         except AMILoginError as exc:
-            state.record_login_failure(exc.reason, str(exc))
-            self._log.warning("login as %r failed: %s", self.config.username, exc)
+            detail = self._redacted(str(exc))
+            state.record_login_failure(exc.reason, detail)
+            self._log.warning("login as %r failed: %s", self.config.username, detail)
             self._close()
             if exc.reason == "auth":
                 return self._auth_backoff.next_delay()
@@ -209,9 +213,16 @@ class AMIClient:
             self._close()
         if self._stopping:
             return 0.0  # our own Logoff: not a disconnect worth counting
+        detail = self._redacted(detail)
         state.record_disconnect(reason, detail)
         self._log.warning("AMI session lost (%s): %s", reason, detail)
         return self._backoff.next_delay()
+
+    def _redacted(self, text: str) -> str:
+        """``text`` (a server may have put in it what we sent) without our secret, for the
+        state, and so for the status page, and for the logs."""
+        secret = self.config.secret
+        return text.replace(secret, REDACTED) if secret and secret in text else text
 
     # ------------------------------------------------------------------ connect and login
 

@@ -14,6 +14,7 @@ import platform
 from typing import Any, Final, NoReturn
 
 from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.files import CERTIFICATE_FILE_LIMIT, check_regular_file
 from ami_exporter.config.model import (
     DEFAULT_AMI_ADDRESS,
     DEFAULT_LISTEN_ADDRESS,
@@ -21,7 +22,14 @@ from ami_exporter.config.model import (
     ServerConfig,
 )
 from ami_exporter.config.servers import load_config_file
-from ami_exporter.config.values import Warn, parse_host_port, positive_seconds, read_secret_file
+from ami_exporter.config.values import (
+    Warn,
+    check_secret,
+    check_username,
+    parse_host_port,
+    positive_seconds,
+    read_secret_file,
+)
 from ami_exporter.config.web import load_web_config
 
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "build_arg_parser", "config_from_args"]
@@ -188,6 +196,8 @@ def config_from_args(
         "connect_timeout": positive_seconds(args.connect_timeout, "--ami.connect-timeout"),
     }
     secret = env.get("AMI_SECRET") or None
+    if secret is not None:
+        check_secret(secret, "AMI_SECRET")
     if args.ami_secret_file:
         secret = read_secret_file(args.ami_secret_file, "--ami.secret-file", warn)
     tls = _tls_flags(args)
@@ -225,6 +235,10 @@ def _tls_flags(args: argparse.Namespace) -> dict[str, Any]:
         for flag, key in TLS_ONLY_FLAGS:
             if tls[key]:
                 raise ConfigError(f"{flag} needs --ami.tls")
+    if tls["tls_ca_file"]:  # OpenSSL reads it later, and would hang on a FIFO
+        check_regular_file(
+            tls["tls_ca_file"], "--ami.tls-ca-file", "CA file", CERTIFICATE_FILE_LIMIT
+        )
     return tls
 
 
@@ -235,6 +249,7 @@ def _flag_server(
     host, port = parse_host_port(args.ami_address, "--ami.address", "127.0.0.1")
     if not args.ami_username:
         raise ConfigError("no AMI user: set --ami.username or AMI_USERNAME")
+    check_username(args.ami_username, "--ami.username")
     if not secret:
         raise ConfigError("no AMI secret: set AMI_SECRET or --ami.secret-file")
     name = args.ami_server_name or args.ami_address

@@ -10,8 +10,16 @@ import re
 from typing import Any, Final
 
 from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.files import CERTIFICATE_FILE_LIMIT, check_regular_file
 from ami_exporter.config.model import ServerConfig
-from ami_exporter.config.values import Warn, parse_host_port, positive_seconds, read_secret_file
+from ami_exporter.config.values import (
+    Warn,
+    check_secret,
+    check_username,
+    parse_host_port,
+    positive_seconds,
+    read_secret_file,
+)
 from ami_exporter.config.yaml import Node, compose_file
 
 __all__ = ["SERVER_KEYS", "load_config_file"]
@@ -75,25 +83,43 @@ class _Entry:
             known=SERVER_KEYS,
             unknown="unknown server key",
         )
-        self.values = {key: (node.value(), node) for key, (_, node) in mapping.items()}
+        self.nodes = {key: node for key, (_, node) in mapping.items()}
 
     def has(self, key: str) -> bool:
-        return key in self.values
+        return key in self.nodes
+
+    def where(self, key: str) -> str:
+        """``file:line: key`` for error messages (the server's line for a default)."""
+        return f"{self.nodes.get(key, self.item).where}: {key}"
 
     def get(self, key: str) -> tuple[Any, str]:
-        """The value of ``key`` (or its default) and ``file:line: key`` for error messages."""
-        if key in self.values:
-            value, node = self.values[key]
-            return value, f"{node.where}: {key}"
-        return self.defaults.get(key), f"{self.item.where}: {key}"
+        """The YAML value of ``key`` (or its default), for numbers and booleans."""
+        node = self.nodes.get(key)
+        return (node.value() if node is not None else self.defaults.get(key)), self.where(key)
+
+    def text(self, key: str) -> tuple[str | None, str]:
+        """A string key as written (None: absent or empty), or its default.
+
+        As written, because YAML 1.1 types would change a secret or a name: ``0123`` is the
+        octal 83, ``12:30`` the sexagesimal 750, ``yes`` a boolean.
+        """
+        node = self.nodes.get(key)
+        if node is None:
+            default = self.defaults.get(key)
+            return (None if default is None else str(default)), self.where(key)
+        if node.is_null:
+            return None, self.where(key)
+        if node.scalar is None:
+            raise ConfigError(f"{self.where(key)} must be a string, not a list or a mapping")
+        return node.scalar, self.where(key)
 
     def server(self, names: set[str], warn: Warn | None) -> ServerConfig:
         """The server; its name must not be in ``names`` (the earlier ones), and is added."""
         host, port = self._address()
         username = self._username()
         secret = self._secret(warn)
-        name_value, where = self.get("name")
-        name = str(name_value) if name_value else f"{host}:{port}"
+        name_text, where = self.text("name")
+        name = name_text or f"{host}:{port}"
         if name in names:
             raise ConfigError(f"{where}: duplicate server name {name!r}")
         names.add(name)
@@ -110,28 +136,33 @@ class _Entry:
         )
 
     def _address(self) -> tuple[str, int]:
-        address, where = self.get("address")
+        address, where = self.text("address")
         if address is None:
             raise self.item.error("server has no 'address'")
-        return parse_host_port(str(address), where, "127.0.0.1")
+        return parse_host_port(address, where, "127.0.0.1")
 
     def _username(self) -> str:
-        username, where = self.get("username")
-        if not isinstance(username, str) or not username:
+        username, where = self.text("username")
+        if not username:
             raise ConfigError(f"{where}: a non-empty username is required")
-        return username
+        return check_username(username, where)
 
     def _secret(self, warn: Warn | None) -> str:
         if self.has("secret") and self.has("secret_file"):
             raise self.item.error("give either 'secret' or 'secret_file', not both")
         if self.has("secret_file"):
-            secret_path, where = self.get("secret_file")
-            return read_secret_file(str(secret_path), where, warn)
+            secret_path, where = self.text("secret_file")
+            if not secret_path:
+                raise ConfigError(f"{where}: secret_file must be the path of a file")
+            return read_secret_file(secret_path, where, warn)
         if self.has("secret"):
-            secret, where = self.get("secret")
-            if not isinstance(secret, str | int) or str(secret) == "":
-                raise ConfigError(f"{where}: secret must be a non-empty string")
-            return str(secret)
+            secret, where = self.text("secret")
+            if not secret:
+                raise ConfigError(
+                    f"{where}: secret must be a non-empty string (a value starting with '#' "
+                    "is a comment: quote it)"
+                )
+            return check_secret(secret, where)
         default = self.defaults.get("secret") or ""
         if not default:
             raise self.item.error("server has no 'secret' or 'secret_file'")
@@ -150,22 +181,25 @@ class _Entry:
         """The per-server ``tls*`` keys (defaults from the ``--ami.tls*`` flags), validated."""
         out: dict[str, Any] = {key: self._bool(key) for key in ("tls", "tls_insecure_skip_verify")}
         for key in ("tls_ca_file", "tls_server_name"):
-            value, where = self.get(key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ConfigError(f"{where}: {value!r} must be a non-empty string")
+            value, where = self.text(key)
+            if value is None and self.has(key):
+                raise ConfigError(f"{where}: must be a non-empty string")
             out[key] = value
         if not out["tls"]:
             for key in ("tls_ca_file", "tls_server_name", "tls_insecure_skip_verify"):
                 if out[key] and self.has(key):
-                    raise ConfigError(f"{self.get(key)[1]}: needs 'tls: true'")
+                    raise ConfigError(f"{self.where(key)}: needs 'tls: true'")
+        elif out["tls_ca_file"] is not None:  # OpenSSL reads it later, and would hang on a FIFO
+            where = self.where("tls_ca_file")
+            check_regular_file(out["tls_ca_file"], where, "CA file", CERTIFICATE_FILE_LIMIT)
         return out
 
     def _feature_options(self) -> dict[str, Any]:
         """``peers_include``/``peers_exclude`` (regular expressions), ``queues``, ``vicidial``."""
         out: dict[str, Any] = {}
         for key in ("peers_include", "peers_exclude"):
-            value, where = self.get(key)
-            if value is not None:
+            value, where = self.text(key)
+            if value is not None or self.has(key):
                 _check_regex(value, where)
             out[key] = value
         for key in ("queues", "vicidial"):
@@ -173,9 +207,9 @@ class _Entry:
         return out
 
 
-def _check_regex(value: Any, where: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: {value!r} must be a non-empty regular expression")
+def _check_regex(value: str | None, where: str) -> None:
+    if not value:
+        raise ConfigError(f"{where}: must be a non-empty regular expression")
     try:
         re.compile(value)
     except re.error as exc:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from ami_exporter.config.errors import ConfigError
+from ami_exporter.config.files import SECRET_FILE_LIMIT, read_regular_file
 
 Warn = Callable[[str], Any]
 
@@ -47,15 +46,39 @@ def positive_seconds(value: Any, what: str) -> float:
 
 
 def read_secret_file(path: str, what: str, warn: Warn | None = None) -> str:
-    """Read a secret from a file (trailing newline stripped); warn when others can read it."""
+    """Read a secret from a file (trailing newline stripped); warn when others can read it.
+
+    Only a regular file of at most 64 KiB of UTF-8 text is read: a FIFO, a device or
+    ``/dev/zero`` is refused at once. A path without a ``/`` is not echoed in errors: it may
+    be the secret itself, written under ``secret_file`` by mistake.
+    """
+    shown = repr(path) if "/" in path else "(not shown: a value without '/' may be a secret)"
+    data, mode = read_regular_file(path, what, "secret file", SECRET_FILE_LIMIT, shown)
     try:
-        st = os.stat(path)
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read secret file {path!r}: {exc.strerror}") from None
-    if st.st_mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWOTH) and warn is not None:
-        warn(f"secret file {path!r} is readable by other users; chmod 600 it")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what}: secret file {shown} is not UTF-8 text (byte {exc.start + 1})"
+        ) from None
+    if mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWOTH) and warn is not None:
+        warn(f"secret file {shown} is readable by other users; chmod 600 it")
     secret = text.rstrip("\r\n")
     if not secret:
-        raise ConfigError(f"{what}: secret file {path!r} is empty")
-    return secret
+        raise ConfigError(f"{what}: secret file {shown} is empty")
+    return check_secret(secret, f"{what}: secret file {shown}")
+
+
+def check_secret(secret: str, what: str) -> str:
+    """``secret`` if AMI can carry it: an action's header value ends at a line break."""
+    return _one_line(secret, what, "the secret")
+
+
+def check_username(username: str, what: str) -> str:
+    return _one_line(username, what, "the username")
+
+
+def _one_line(value: str, what: str, name: str) -> str:
+    # A CR or LF would end the header and start another one: a second Action in the Login.
+    if any(c in value for c in "\r\n\0"):
+        raise ConfigError(f"{what}: {name} contains a line break or a NUL, which AMI cannot carry")
+    return value

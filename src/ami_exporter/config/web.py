@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from ami_exporter.config.files import CERTIFICATE_FILE_LIMIT, check_regular_file
 from ami_exporter.config.yaml import Node, compose_file
 
 __all__ = [
@@ -153,7 +154,10 @@ def _tls(key_node: Node, node: Node, base: Path) -> TLSServerConfig | None:
     auth_type = _client_auth_type(values, key_node)
 
     def file(key: str) -> str:
-        return str(base / values[key][0])
+        path = str(base / values[key][0])
+        # OpenSSL loads these later: it would hang on a FIFO and read /dev/zero forever.
+        check_regular_file(path, values[key][1].where, key, CERTIFICATE_FILE_LIMIT)
+        return path
 
     ca = values.get("client_ca_file")
     return TLSServerConfig(
