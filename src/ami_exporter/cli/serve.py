@@ -18,7 +18,7 @@ from ami_exporter.metrics.collector import build_registry
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.history import History
 from ami_exporter.web.security import WebSecurity
-from ami_exporter.web.server import WebServer
+from ami_exporter.web.server import HTTPLimits, WebServer
 
 log = logging.getLogger("ami_exporter")
 
@@ -53,6 +53,7 @@ async def _serve(
         ssl_context=security.ssl_context,
         basic_auth=security.basic_auth,
         history=history,
+        limits=HTTPLimits(max_connections=config.max_connections),
     )
     if not await _listen(web, config, security):
         return EXIT_CANNOT_LISTEN
