@@ -19,7 +19,7 @@ from ami_exporter.metrics.collector import build_registry
 from ami_exporter.metrics.reload import ReloadStatus
 from ami_exporter.web.history import History
 from ami_exporter.web.security import WebSecurity
-from ami_exporter.web.server import WebServer
+from ami_exporter.web.server import HTTPLimits, WebServer
 from ami_exporter.web.tlsreload import ReloadableSSLContext
 
 log = logging.getLogger("ami_exporter")
@@ -69,6 +69,7 @@ async def _serve(
         ssl_context=tls,
         basic_auth=security.basic_auth,
         history=history,
+        limits=HTTPLimits(max_connections=config.max_connections),
     )
     if not await _listen(web, config, security):
         return EXIT_CANNOT_LISTEN

@@ -18,6 +18,7 @@ from ami_exporter.config.files import CERTIFICATE_FILE_LIMIT, check_regular_file
 from ami_exporter.config.model import (
     DEFAULT_AMI_ADDRESS,
     DEFAULT_LISTEN_ADDRESS,
+    DEFAULT_MAX_CONNECTIONS,
     ExporterConfig,
     ServerConfig,
 )
@@ -178,6 +179,14 @@ def _add_web_flags(p: argparse.ArgumentParser) -> None:
         default="/metrics",
         help="path of the metrics endpoint (default %(default)s)",
     )
+    p.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        default=str(DEFAULT_MAX_CONNECTIONS),
+        metavar="N",
+        help="open HTTP connections at most; at the limit the longest idle one is closed "
+        "for a new one (default %(default)s)",
+    )
 
 
 def config_from_args(
@@ -190,6 +199,7 @@ def config_from_args(
     """
     listen_host, listen_port = parse_host_port(args.listen_address, "--web.listen-address")
     _check_telemetry_path(args.telemetry_path)
+    max_connections = _max_connections(args.max_connections)
     intervals: dict[str, Any] = {
         "ping_interval": positive_seconds(args.ping_interval, "--ami.ping-interval"),
         "resync_interval": positive_seconds(args.resync_interval, "--ami.resync-interval"),
@@ -211,7 +221,24 @@ def config_from_args(
         servers = load_config_file(args.config_file, defaults, warn)
     else:
         servers = [_flag_server(args, secret, {**intervals, **tls})]
-    return ExporterConfig(tuple(servers), listen_host, listen_port, args.telemetry_path, web)
+    return ExporterConfig(
+        tuple(servers),
+        listen_host,
+        listen_port,
+        args.telemetry_path,
+        web,
+        max_connections=max_connections,
+    )
+
+
+def _max_connections(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"--web.max-connections: {value!r} is not a whole number") from None
+    if number < 1:
+        raise ConfigError(f"--web.max-connections: {value!r} must be at least 1")
+    return number
 
 
 def _check_telemetry_path(path: str) -> None:

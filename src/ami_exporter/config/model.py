@@ -14,6 +14,11 @@ from ami_exporter.config.web import WebConfig
 
 DEFAULT_AMI_ADDRESS = "127.0.0.1:5038"
 DEFAULT_LISTEN_ADDRESS = ":9815"
+# Open HTTP connections at most (--web.max-connections). Prometheus needs one per scraper;
+# 512 leaves room for many scrapers, proxies and browsers, and with the AMI sessions and
+# files stays within half of the 1024 open-file limit that systemd and most containers give
+# by default. At the cap the longest-idle connection is closed for the new one.
+DEFAULT_MAX_CONNECTIONS = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +56,4 @@ class ExporterConfig:
     listen_port: int
     telemetry_path: str
     web: WebConfig | None = None  # --web.config.file, parsed and checked once at start
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # --web.max-connections

@@ -1,9 +1,11 @@
 """The HTTP side: ``/metrics``, a landing page, ``/-/healthy`` and ``/-/ready``.
 
-A small HTTP/1.1 server on asyncio streams, in the same loop as the AMI clients. A scrape only
-walks small aggregate dicts (see :mod:`ami_exporter.metrics.collector`), so it holds the loop
-for about a millisecond; the kernel's socket buffers absorb AMI traffic meanwhile. Content
-negotiation (Prometheus text or OpenMetrics) is :mod:`ami_exporter.metrics.exposition`.
+An HTTP/1.1 server in the same asyncio loop as the AMI clients: :mod:`ami_exporter.web.listener`
+accepts under ``--web.max-connections``, :mod:`ami_exporter.web.http` speaks HTTP through h11
+with per-connection time and memory bounds, and this module routes. A scrape only walks small
+aggregate dicts (see :mod:`ami_exporter.metrics.collector`), so it holds the loop for about a
+millisecond; the kernel's socket buffers absorb AMI traffic meanwhile. Content negotiation
+(Prometheus text or OpenMetrics) is :mod:`ami_exporter.metrics.exposition`.
 """
 
 from __future__ import annotations
@@ -11,63 +13,93 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import socket
 import ssl
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any, Final
 
 from ami_exporter.metrics.exposition import CollectorRegistry, encode
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.auth import BasicAuth
 from ami_exporter.web.history import History
+from ami_exporter.web.http import HTTPConnection, HTTPLimits, Request, Response, accepts_gzip
+from ami_exporter.web.listener import (
+    FD_RESERVE,
+    Listener,
+    Slot,
+    bind,
+    fit_to_open_file_limit,
+)
 from ami_exporter.web.statuspage import render_status_page
+
+__all__ = ["HTTPLimits", "WebServer"]
 
 log = logging.getLogger("ami_exporter.web")
 
-MAX_REQUEST_HEAD = 16 * 1024
-IDLE_TIMEOUT = 30.0
+TLS_SHUTDOWN_TIMEOUT: Final = 5.0
+# Scrapes of the same kind (same Accept, gzip or not) share one encoding: those handled in the
+# same turn of the event loop (a burst: the same instant, for all they can tell), and any that
+# arrives while an answer at most SHARE_WINDOW old is still being sent (clients that never
+# read theirs). A flood of them costs one encoding and one body, not one each; a scrape
+# after the previous answer went out always gets a fresh one.
+SHARE_WINDOW: Final = 1.0
+METRICS_VARY: Final = ("Vary", "Accept, Accept-Encoding")
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """The request line and headers of one HTTP/1.x request."""
-
-    method: str
-    target: str
-    headers: dict[str, str]  # names lower-cased
-    keep_alive: bool
-
-    @classmethod
-    def parse(cls, head: bytes) -> _Request | None:
-        """The request in ``head`` (up to the blank line), or None if it is not HTTP/1.x."""
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return None
-        method, target, version = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            key, sep, value = line.partition(":")
-            if sep:
-                headers[key.strip().lower()] = value.strip()
-        keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-        return cls(method, target, headers, keep_alive)
-
-    @property
-    def has_body(self) -> bool:
-        return self.headers.get("content-length", "0") != "0" or "transfer-encoding" in self.headers
-
-
-@dataclass(frozen=True, slots=True)
-class _Response:
-    status: HTTPStatus
+@dataclass(slots=True)
+class _Encoded:
     body: bytes
-    content_type: str = "text/plain; charset=utf-8"
-    extra: dict[str, str] = field(default_factory=dict)
+    content_type: str
+    gzipped: bool
+    at: float
+    senders: int = 0
+
+
+class _Scrapes:
+    """Encoded scrape bodies being sent, shared by the scrapes of the same kind meanwhile."""
+
+    def __init__(self, registry: CollectorRegistry, window: float = SHARE_WINDOW) -> None:
+        self.registry = registry
+        self.window = window
+        self._sending: dict[tuple[str, bool], _Encoded] = {}
+        self.encodings = 0  # how many times the registry was encoded (tests, debugging)
+
+    def response(self, accept: str, gzipped: bool) -> Response:
+        key = (accept, gzipped)
+        now = time.monotonic()
+        shared = self._sending.get(key)
+        if shared is None or now - shared.at > self.window:
+            body, content_type = encode(self.registry, accept)
+            self.encodings += 1
+            if gzipped:
+                body = gzip.compress(body, compresslevel=1)
+            shared = self._sending[key] = _Encoded(body, content_type, gzipped, now)
+            # Held until the loop's next turn, for the scrapes handled in this one.
+            shared.senders += 1
+            asyncio.get_running_loop().call_soon(self._release, key, shared)
+        shared.senders += 1
+        headers = [METRICS_VARY]
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        return Response(
+            HTTPStatus.OK,
+            shared.body,
+            shared.content_type,
+            headers,
+            sent=lambda: self._release(key, shared),
+        )
+
+    def _release(self, key: tuple[str, bool], entry: _Encoded) -> None:
+        entry.senders -= 1
+        if entry.senders == 0 and self._sending.get(key) is entry:
+            del self._sending[key]
 
 
 class WebServer:
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options, each with a default
         self,
         registry: CollectorRegistry,
         states: Sequence[ServerState],
@@ -78,6 +110,7 @@ class WebServer:
         ssl_context: ssl.SSLContext | None = None,
         basic_auth: BasicAuth | None = None,
         history: History | None = None,
+        limits: HTTPLimits | None = None,
     ) -> None:
         self.registry = registry
         self.basic_auth = basic_auth  # --web.config.file basic_auth_users: every path
@@ -86,128 +119,89 @@ class WebServer:
         self.host = host
         self.port = port
         self.telemetry_path = telemetry_path
+        self.limits = limits if limits is not None else HTTPLimits()
+        self.scrapes = _Scrapes(registry)
         self._ssl = ssl_context
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._listener: Listener | None = None
+
+    @property
+    def connections(self) -> int:
+        """HTTP connections open now (accepted, handshaking included)."""
+        return self._listener.connections if self._listener is not None else 0
 
     async def start(self) -> None:
         # An empty host means every interface, as with Go exporters' ":9815".
-        self._server = await asyncio.start_server(
-            self._handle, self.host or None, self.port, ssl=self._ssl, limit=MAX_REQUEST_HEAD
-        )
-        sockets = self._server.sockets
-        if sockets and self.port == 0:
+        sockets = await bind(self.host, self.port)
+        cap = fit_to_open_file_limit(self.limits.max_connections, FD_RESERVE + len(self.states))
+        self._listener = Listener(sockets, self._connection, cap)
+        self._listener.start()
+        if self.port == 0:
             self.port = sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            # Idle keep-alive connections would hold wait_closed() open (Python 3.12+).
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
+        if self._listener is not None:
+            await self._listener.close()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
+    async def _connection(self, sock: socket.socket, slot: Slot) -> None:
+        """One accepted socket: the TLS handshake (bounded), then HTTP until it closes."""
+        loop = asyncio.get_running_loop()
+        tls: dict[str, Any] = {}
+        if self._ssl is not None:
+            tls = {
+                "ssl": self._ssl,
+                "ssl_handshake_timeout": self.limits.tls_handshake_timeout,
+                "ssl_shutdown_timeout": TLS_SHUTDOWN_TIMEOUT,
+            }
         try:
-            while True:
-                try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
-                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-                    return
-                except asyncio.LimitOverrunError:
-                    await self._respond(writer, HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, b"")
-                    return
-                keep_alive = await self._dispatch(head, writer)
-                if not keep_alive:
-                    return
-        except (ConnectionError, ssl.SSLError):
+            _, conn = await loop.connect_accepted_socket(
+                lambda: HTTPConnection(self.limits), sock, **tls
+            )
+        except (OSError, ssl.SSLError, TimeoutError):
+            sock.close()  # a failed or timed-out handshake; asyncio closed its transport
             return
-        finally:
-            self._writers.discard(writer)
-            writer.close()
+        except asyncio.CancelledError:
+            sock.close()  # made room for another, or shutting down, during the handshake
+            raise
+        slot.evict = conn.evict
+        await conn.serve(self._respond, slot.set_idle)
 
-    async def _dispatch(self, head: bytes, writer: asyncio.StreamWriter) -> bool:
-        """Answer one request; whether the connection stays open for the next one."""
-        request = _Request.parse(head)
-        if request is None:
-            await self._respond(writer, HTTPStatus.BAD_REQUEST, b"bad request\n")
-            return False
+    async def _respond(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD") or request.has_body:
-            # Nothing here takes a request body; close rather than parse one, so a body can
-            # never be mistaken for the next request on a kept-alive connection.
-            await self._respond(
-                writer,
+            # Nothing here takes a request body; the connection closes rather than parse one,
+            # so a body can never be mistaken for the next request.
+            return Response(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 b"method not allowed\n",
-                extra={"Allow": "GET, HEAD"},
+                headers=[("Allow", "GET, HEAD")],
+                close=True,
             )
-            return False
-        if self.basic_auth is not None and not await self.basic_auth.authorize(
-            request.headers.get("authorization")
-        ):
-            response = _Response(
-                HTTPStatus.UNAUTHORIZED,
-                b"Unauthorized\n",
-                extra={"WWW-Authenticate": 'Basic realm="ami-exporter"'},
+        if self.basic_auth is not None:
+            # 401, or 429/503 with Retry-After when the bcrypt queue is full (web/auth.py).
+            decision = await self.basic_auth.check(
+                request.headers.get("authorization"), request.peer
             )
-        else:
-            response = self._route(request)
-        await self._respond(
-            writer,
-            response.status,
-            response.body,
-            response.content_type,
-            extra=response.extra,
-            keep_alive=request.keep_alive,
-            head_only=request.method == "HEAD",
-        )
-        return request.keep_alive
+            if not decision.ok:
+                return Response(decision.status, decision.body, headers=[*decision.headers.items()])
+        return self._route(request)
 
-    def _route(self, request: _Request) -> _Response:
-        path = request.target.split("?", 1)[0]
+    def _route(self, request: Request) -> Response:
+        path = request.path
         if path == self.telemetry_path:
-            body, content_type = encode(self.registry, request.headers.get("accept", ""))
-            extra = {}
-            if "gzip" in request.headers.get("accept-encoding", ""):
-                body = gzip.compress(body, compresslevel=1)
-                extra["Content-Encoding"] = "gzip"
-            return _Response(HTTPStatus.OK, body, content_type, extra)
+            return self.scrapes.response(
+                request.headers.get("accept", ""),
+                accepts_gzip(request.headers.get("accept-encoding", "")),
+            )
         if path == "/":
-            return _Response(HTTPStatus.OK, self._landing_page(), "text/html; charset=utf-8")
+            return Response(HTTPStatus.OK, self._landing_page(), "text/html; charset=utf-8")
         if path == "/-/healthy":
-            return _Response(HTTPStatus.OK, b"Healthy\n")
+            return Response(HTTPStatus.OK, b"Healthy\n")
         if path == "/-/ready":
             waiting = [s.name for s in self.states if not s.ever_logged_in]
             if waiting:
                 body = ("Not ready: never logged in to " + ", ".join(waiting) + "\n").encode()
-                return _Response(HTTPStatus.SERVICE_UNAVAILABLE, body)
-            return _Response(HTTPStatus.OK, b"Ready\n")
-        return _Response(HTTPStatus.NOT_FOUND, b"not found\n")
-
-    @staticmethod
-    async def _respond(
-        writer: asyncio.StreamWriter,
-        status: HTTPStatus,
-        body: bytes,
-        content_type: str = "text/plain; charset=utf-8",
-        *,
-        extra: dict[str, str] | None = None,
-        keep_alive: bool = False,
-        head_only: bool = False,
-    ) -> None:
-        lines = [
-            f"HTTP/1.1 {status.value} {status.phrase}",
-            f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}",
-            f"Connection: {'keep-alive' if keep_alive else 'close'}",
-            "X-Content-Type-Options: nosniff",
-        ]
-        lines.extend(f"{k}: {v}" for k, v in (extra or {}).items())
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        if not head_only:
-            writer.write(body)
-        await writer.drain()
+                return Response(HTTPStatus.SERVICE_UNAVAILABLE, body)
+            return Response(HTTPStatus.OK, b"Ready\n")
+        return Response(HTTPStatus.NOT_FOUND, b"not found\n")
 
     def _landing_page(self) -> bytes:
         # The status page (see ami_exporter.statuspage): self-contained HTML, no caller data.
