@@ -157,6 +157,8 @@ def test_yaml_syntax_errors_never_quote_the_value(tmp_path: Path, parser: str, v
     assert "quote" in message
 
 
+# What may start a YAML token other than a plain scalar, alone and in pairs.
+YAML_INDICATORS = [*"!&*@`|>%[]{}'\"#-?:,", "!!", "&&", "*&", "- ", "? ", "'\\", '"\\']
 SECRET_CHARS = st.characters(
     codec="utf-8",
     exclude_categories=["Cs", "Cc", "Zl", "Zp"],
@@ -170,7 +172,10 @@ SECRET_CHARS = st.characters(
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(st.text(SECRET_CHARS, min_size=1, max_size=3), st.text(SECRET_CHARS, max_size=12))
+@given(
+    st.one_of(st.sampled_from(YAML_INDICATORS), st.text(SECRET_CHARS, min_size=1, max_size=3)),
+    st.text(SECRET_CHARS, max_size=12),
+)
 def test_no_unquoted_secret_is_ever_echoed(tmp_path: Path, head: str, tail: str) -> None:
     """Whatever an unquoted one-line secret is, it loads or the error does not contain it."""
     secret = head + "Qx7" + tail  # Qx7: a part no message of ours or PyYAML's contains

@@ -1,7 +1,10 @@
 """``--config.file``: the YAML ``servers:`` list, one exporter for many Asterisks.
 
 Keys a server leaves out default to the ``--ami.*`` flags (and ``AMI_SECRET``). Every problem
-is a one-line :class:`~ami_exporter.config.errors.ConfigError` naming ``file:line``.
+is a one-line :class:`~ami_exporter.config.errors.ConfigError` naming ``file:line``, and never
+quotes a secret. Names, addresses, users, secrets and paths are taken as written (``0123`` stays
+``0123``); the YAML rules (no anchors, aliases or tags, no duplicate keys) are
+:mod:`ami_exporter.config.yaml`'s.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ Differences, each refused with a clear error rather than silently ignored:
 * ``cipher_suites``, ``curve_preferences``, ``prefer_server_cipher_suites``,
   ``client_allowed_sans``, the inline ``cert``/``key``/``client_ca`` and
   ``http_server_config.headers`` are not supported.
+* YAML anchors, aliases and tags are refused, as in the servers file (:mod:`.yaml`), and a
+  duplicate key is an error at every level (Go's YAML refuses those too).
+* ``cert_file``, ``key_file`` and ``client_ca_file`` must be regular files (OpenSSL would wait
+  forever on a FIFO), of at most 4 MiB.
 
 This module only parses and checks the file into plain data (:class:`WebConfig`); the web
 layer loads the certificates into an ``SSLContext`` (:mod:`ami_exporter.web.tls`) and checks
