@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -53,6 +54,8 @@ WRITE_HIGH_WATER: Final = 64 * 1024
 # How long a closing connection waits for the client's own FIN, discarding what it sends.
 LINGER: Final = 2.0
 SUPPORTED_VERSIONS: Final = (b"1.1", b"1.0")
+TRACEBACK_INTERVAL: Final = 10.0
+_last_traceback = [float("-inf")]  # when a handler's error was last logged with its traceback
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ class HTTPConnection(asyncio.Protocol):
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_request_head)
         self._inbox: list[bytes] = []
         self._inbox_size = 0
+        self._unparsed = 0  # bytes h11 holds beyond the last request head it gave us
         self._eof = False
         self._lost = False
         self._reading_paused = False
@@ -278,19 +282,41 @@ class HTTPConnection(asyncio.Protocol):
             return False
         idle(False)
         request, early = self._request(event)
-        response = early if early is not None else await handler(request)
+        response = early if early is not None else await self._answer(handler, request)
         if request.has_body:
             response.close = True  # never read a body: it must not be taken for a request
         await self._send(response, head_only=request.method == "HEAD")
         return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
 
+    @staticmethod
+    async def _answer(handler: Handler, request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception:
+            # A bug: a 500, and its traceback at most once per interval (not once per request
+            # that a client can repeat at will).
+            now = time.monotonic()
+            if now - _last_traceback[0] >= TRACEBACK_INTERVAL:
+                _last_traceback[0] = now
+                log.exception("error answering %s %s", request.method, request.path[:200])
+            status = HTTPStatus.INTERNAL_SERVER_ERROR
+            return Response(status, _error_body(status), close=True)
+
     async def _next_request(self, deadline: float) -> h11.Request | None:
         """The next request's head, whole by ``deadline``; None when the client closed."""
+        fed = self._unparsed  # what h11 holds already (pipelined), plus what it gets now
         while True:
             event = self._h11.next_event()
             if event is h11.NEED_DATA:
-                self._h11.receive_data(await self._receive(deadline))
+                data = await self._receive(deadline)
+                fed += len(data)
+                self._h11.receive_data(data)
             elif isinstance(event, h11.Request):
+                # h11 bounds a head that arrives in pieces; one that arrives whole is measured
+                # here: what it was fed, less what it has not parsed yet.
+                self._unparsed = len(self._h11.trailing_data[0])
+                if fed - self._unparsed > self.limits.max_request_head:
+                    raise h11.RemoteProtocolError("request head too large", 431)
                 return event
             else:  # ConnectionClosed; PAUSED cannot happen, each answer precedes the next read
                 return None

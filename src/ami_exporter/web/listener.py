@@ -194,7 +194,8 @@ class Listener:
 
     def _accept(self, listening: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
-            if len(self._slots) >= self.max_connections and not self._make_room():
+            full = len(self._slots) >= self.max_connections
+            if full and not self._idle:
                 self.notes.note(
                     f"all {self.max_connections} busy (--web.max-connections), "
                     "new ones wait in the backlog"
@@ -211,6 +212,8 @@ class Listener:
                 self._accept_failed(exc)
                 return
             sock.setblocking(False)
+            if full:
+                self._make_room()  # only once there is a new connection to make room for
             self._add(sock)
 
     def _accept_failed(self, exc: OSError) -> None:
@@ -224,10 +227,8 @@ class Listener:
         self._pause()
         self._retry = asyncio.get_running_loop().call_later(ACCEPT_RETRY, self._resume)
 
-    def _make_room(self) -> bool:
-        """Close the longest-idle connection; False when every connection is busy."""
-        if not self._idle:
-            return False
+    def _make_room(self) -> None:
+        """Close the connection that has been idle the longest."""
         slot = next(iter(self._idle))
         self._forget(slot)
         slot.evict()
@@ -235,7 +236,6 @@ class Listener:
             f"{self.max_connections} open (--web.max-connections), "
             "closed the longest idle one for a new one"
         )
-        return True
 
     def _add(self, sock: socket.socket) -> None:
         slot = Slot(self)
