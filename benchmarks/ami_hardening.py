@@ -47,6 +47,7 @@ from typing import Any
 from ami_exporter.ami.protocol import Message
 from ami_exporter.ami.session import ClientSession, ServerSession
 from ami_exporter.state.server import ServerState
+from benchmarks.memprobe import vm_status
 
 READ = 65536
 
@@ -70,16 +71,6 @@ def _feed(state: ServerState, session: ClientSession, data: bytes) -> tuple[floa
         total += took
         worst = max(worst, took)
     return total, worst
-
-
-def _vm() -> dict[str, int]:
-    out: dict[str, int] = {}
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0]) * 1024
-    return out
 
 
 # ---------------------------------------------------------------------------- probes
@@ -296,12 +287,12 @@ async def _list_client(port: int) -> dict[str, Any]:
     task = asyncio.create_task(client.run())
     await wait_until(lambda: state.health.up, 30.0, 0.005)
     gc.collect()
-    logged_in = _vm()["VmRSS"]
+    logged_in = vm_status()["VmRSS"]
     await wait_until(lambda: not state.health.up, 300.0, 0.01)
-    peak = _vm()["VmHWM"]
+    peak = vm_status()["VmHWM"]
     await asyncio.sleep(0.2)  # the session is down: the client backs off
     gc.collect()
-    after = _vm()["VmRSS"]
+    after = vm_status()["VmRSS"]
     kept = sum(1 for o in gc.get_objects() if type(o) is Message)
     incomplete = getattr(state.health, "list_actions_incomplete", None)
     client._stopping = True
