@@ -70,6 +70,10 @@ def compose_file(path: str, what: str) -> Node | None:
             "is not allowed (write it as an escape in a double-quoted value)"
         ) from None
     except yaml.YAMLError as exc:
+        if "maximum nesting depth" in str(getattr(exc, "problem", "") or ""):
+            # PyYAML >= 6.0.4's libyaml stops deep nesting itself, before the walker would.
+            where = _where(path, exc)
+            raise ConfigError(f"{where}: nested deeper than {MAX_DEPTH} levels") from None
         raise ConfigError(f"{_where(path, exc)}: invalid YAML: {_problem(exc)}") from None
     finally:
         if loader is not None:
