@@ -15,9 +15,14 @@ process on 127.0.0.1 and prints one JSON line:
     client's scrapes over ``--seconds``, and the server's RSS (VmRSS) before, at the peak and
     at the end.
 
-``python -m benchmarks.http_attacks wrk --src src``
+``python -m benchmarks.http_attacks wrk --src src --seconds 10 [--connections 50]``
     ``ami-exporter --demo``, then ``wrk -c50 -t2 -d10s --latency`` on ``/metrics``: req/s,
-    p50 and p99, and ``asterisk_ami_malformed_messages_total`` and the disconnects after.
+    p50 and p99, the exporter's CPU time per request, and any non-zero
+    ``asterisk_ami_malformed_messages_total`` or disconnect counter after. With
+    ``--connections 1`` no two scrapes are ever concurrent (none is shared): the cost of one.
+
+To measure the code before a change, export it and point ``--src`` at it:
+``git archive <commit> src | tar -x -C /tmp/before`` then ``--src /tmp/before/src``.
 """
 
 from __future__ import annotations
@@ -269,7 +274,7 @@ def metric(port: int, pattern: str) -> list[str]:
     return [ln for ln in data.decode().splitlines() if re.match(pattern, ln)]
 
 
-def run_wrk(src: str, seconds: int) -> dict[str, Any]:
+def run_wrk(src: str, seconds: int, connections: int) -> dict[str, Any]:
     watch = (
         r"asterisk_ami_(malformed_messages_total"
         r"|disconnects_total\{reason=\"(eof|error|ping_timeout)\")"
@@ -280,8 +285,8 @@ def run_wrk(src: str, seconds: int) -> dict[str, Any]:
         out = subprocess.run(
             [
                 "wrk",
-                "-c50",
-                "-t2",
+                f"-c{connections}",
+                f"-t{min(2, connections)}",
                 f"-d{seconds}s",
                 "--latency",
                 f"http://127.0.0.1:{port}/metrics",
@@ -314,6 +319,7 @@ def main() -> None:
     parser.add_argument("scenario", choices=("fd", "slow", "wrk"))
     parser.add_argument("--src", default=str(Path(__file__).resolve().parent.parent / "src"))
     parser.add_argument("--clients", type=int, default=300)
+    parser.add_argument("--connections", type=int, default=50, help="wrk's -c (default 50)")
     parser.add_argument("--body-mb", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
@@ -323,7 +329,7 @@ def main() -> None:
     elif args.scenario == "slow":
         result = run_slow(src, args.clients, args.body_mb, args.seconds)
     else:
-        result = run_wrk(src, int(args.seconds))
+        result = run_wrk(src, int(args.seconds), args.connections)
     print(json.dumps(result))
 
 
