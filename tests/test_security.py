@@ -9,7 +9,6 @@ import http.client
 import shutil
 import signal
 import ssl
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,11 +21,11 @@ from helpers import (
     Proc,
     clean_env,
     ev,
-    free_port,
     one_error_line,
     run_exporter,
     secret_file,
     server_config,
+    start_exporter_process,
     start_simulator_process,
     value,
     wait_for,
@@ -405,13 +404,7 @@ def test_secrets_never_in_logs_metrics_pages_errors_or_argv(
         f"basic_auth_users:\n  prometheus: {HASH}\n"
     )
     path = secret_file(tmp_path, ami_secret)
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "ami_exporter",
-        "--web.listen-address",
-        f"127.0.0.1:{port}",
+    args = [
         "--ami.address",
         f"127.0.0.1:{sim_port}",
         "--ami.username",
@@ -423,8 +416,7 @@ def test_secrets_never_in_logs_metrics_pages_errors_or_argv(
         "--log.level",
         "debug",
     ]
-    exporter = Proc(argv, tmp_path, clean_env(), "exporter")
-    procs.append(exporter)
+    exporter, port = start_exporter_process(procs, tmp_path, args)
     ctx = _client_ctx(pki)
     auth = _auth("prometheus", PASSWORD)
 
