@@ -38,6 +38,9 @@ class Row:
     help: str
     labels: Labels  # `server` first where the family is per server
     read: Callable[[ServerState], Samples]
+    # Describes live state (channels up now, peers, queue gauges): not exported for a server
+    # whose session is down, so a dead session shows no stale picture. Counters stay.
+    live: bool = False
 
     def family(self) -> CounterMetricFamily | GaugeMetricFamily:
         kind = CounterMetricFamily if self.type == "counter" else GaugeMetricFamily
@@ -53,6 +56,7 @@ class HistogramRow:
     labels: Labels
     read: Callable[[ServerState], Iterable[tuple[Labels, Histogram]]]
     type: Literal["histogram"] = "histogram"
+    live: bool = False  # as Row.live
 
     def family(self) -> HistogramMetricFamily:
         return HistogramMetricFamily(self.name, self.help, labels=self.labels)
@@ -62,8 +66,21 @@ def counter(name: str, help_: str, labels: Labels, read: Callable[[ServerState],
     return Row(name, "counter", help_, labels, read)
 
 
-def gauge(name: str, help_: str, labels: Labels, read: Callable[[ServerState], Samples]) -> Row:
-    return Row(name, "gauge", help_, labels, read)
+def gauge(
+    name: str,
+    help_: str,
+    labels: Labels,
+    read: Callable[[ServerState], Samples],
+    *,
+    live: bool = False,
+) -> Row:
+    """A gauge; ``live=True`` for one describing live state (see :attr:`Row.live`)."""
+    return Row(name, "gauge", help_, labels, read, live)
+
+
+def exported(row: Row | HistogramRow, states: Sequence[ServerState]) -> Sequence[ServerState]:
+    """The servers whose samples of ``row`` are exported now (live rows: sessions up)."""
+    return [st for st in states if st.up] if row.live else states
 
 
 # ---------------------------------------------------------------------- sample readers
@@ -113,6 +130,7 @@ class TableCollector(Collector):
 
 def build_family(row: Row | HistogramRow, states: Sequence[ServerState]) -> Metric:
     """One family with the samples of every server (``server`` is the first label)."""
+    states = exported(row, states)
     if isinstance(row, HistogramRow):
         histograms = row.family()
         for st in states:
