@@ -1,6 +1,8 @@
-"""The alert rules: ``promtool check rules`` clean, ``promtool test rules`` green, every alert
-unit-tested firing and not firing, annotated and documented; the example Prometheus config
-(which loads the rules) passes ``promtool check config``.
+"""The alert and recording rules: ``promtool check rules`` clean, ``promtool test rules`` green,
+every alert unit-tested firing and not firing, annotated and documented; the recording rules
+named level:metric:operations after the labels they keep, and every recorded series an alert
+reads recorded; the example Prometheus config (which loads both files) passes
+``promtool check config``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ami_exporter.state.server import ServerState
 
 ROOT = REPO
 RULES = ROOT / "alerts" / "ami-exporter.rules.yml"
+RECORDING = ROOT / "alerts" / "ami-exporter.recording.yml"
 RULE_TESTS = sorted((ROOT / "tests" / "alerts").glob("*.test.yml"))
 EXAMPLE_CONFIG = ROOT / "examples" / "prometheus" / "prometheus.yml"
 SEVERITIES = {"critical", "warning", "info"}
@@ -34,7 +37,37 @@ REQUIRED = {
     "AsteriskHangupCongestionShareHigh": None,
     "AsteriskNoCalls": None,
     "AsteriskSecurityBruteForce": None,
+    # issue #11
+    "AsteriskTrunkASRCollapsed": None,
+    "AsteriskTrunkPostDialDelayHigh": None,
+    "AsteriskTrunkRTPLossHigh": None,
+    "AsteriskTrunkRTPJitterHigh": None,
+    "AsteriskTrunkMediaExperienceLow": None,
+    "AsteriskQueueServiceLevelMissed": None,
+    "AsteriskRestartingRepeatedly": None,
 }
+# The metrics of issue #11, built in parallel: alerts and recording rules may read them before
+# the exporter exports them (delete this set after the merge; the check below then covers them).
+PENDING_METRICS = {
+    "asterisk_trunk_calls_total",
+    "asterisk_trunk_post_dial_delay_seconds_bucket",
+    "asterisk_trunk_post_dial_delay_seconds_count",
+    "asterisk_trunk_answered_duration_seconds_sum",
+    "asterisk_trunk_answered_duration_seconds_count",
+    "asterisk_trunk_rtp_loss_ratio_bucket",
+    "asterisk_trunk_rtp_loss_ratio_count",
+    "asterisk_trunk_rtp_jitter_seconds_bucket",
+    "asterisk_trunk_rtp_jitter_seconds_count",
+    "asterisk_trunk_rtp_rtt_seconds_bucket",
+    "asterisk_trunk_rtp_media_experience_score_bucket",
+    "asterisk_trunk_rtp_media_experience_score_count",
+    "asterisk_queue_wait_seconds_bucket",
+    "asterisk_queue_wait_seconds_count",
+    "asterisk_restarts_total",
+}
+RECORDED_NAME = re.compile(
+    r"^(?P<level>[a-z]+(?:_[a-z]+)*):(?P<metric>[a-z0-9_]+):(?P<ops>[a-z0-9_]+)$"
+)
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -49,13 +82,60 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
+def recording_rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RECORDING.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def recorded_in(expr: str) -> set[str]:
+    """The recorded series (level:metric:operations) an expression reads."""
+    return set(re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", expr))
+
+
 @pytest.mark.e2e
-def test_promtool_check_rules_is_clean() -> None:
-    result = promtool("check", "rules", str(RULES.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    ("path", "count"),
+    [(RULES, lambda: len(alert_rules())), (RECORDING, lambda: len(recording_rules()))],
+)
+def test_promtool_check_rules_is_clean(path: Any, count: Any) -> None:
+    result = promtool("check", "rules", str(path.relative_to(ROOT)))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert f"SUCCESS: {len(alert_rules())} rules found" in output, output
+    assert f"SUCCESS: {count()} rules found" in output, output
     assert "warning" not in output.lower(), output
+
+
+def test_recording_rules_follow_level_metric_operations() -> None:
+    """The level names the labels the rule keeps besides job and instance; the metric is an
+    exporter metric (or a ratio of it); every recorded name is recorded once."""
+    names = [r["record"] for r in recording_rules()]
+    assert recording_rules() and all("record" in r for r in recording_rules())
+    assert len(names) == len(set(names)), "a series recorded twice"
+    for rule in recording_rules():
+        m = RECORDED_NAME.match(rule["record"])
+        assert m, f"{rule['record']}: not level:metric:operations"
+        assert m["metric"].startswith("asterisk_"), rule["record"]
+        assert re.search(r"rate\d+m$", m["ops"]), f"{rule['record']}: operations name no window"
+        window = re.search(r"(\d+m)$", m["ops"])
+        assert window is not None
+        for used in re.findall(r"\[(\w+)\]", rule["expr"]):
+            assert used == window[1], f"{rule['record']}: window [{used}], name says {window[1]}"
+        kept = {"job", "instance", *m["level"].split("_")}
+        for clause in re.findall(r"\b(?:by|on) \(([^)]*)\)", rule["expr"]):
+            labels = {label.strip() for label in clause.split(",")} - {"le"}
+            assert labels == kept, f"{rule['record']}: keeps {sorted(labels)}, level says {kept}"
+        for series in recorded_in(rule["expr"]):
+            earlier = names[: names.index(rule["record"])]
+            assert series in earlier, f"{rule['record']} reads {series} before it is recorded"
+
+
+def test_every_recorded_series_an_alert_reads_is_recorded() -> None:
+    recorded = {r["record"] for r in recording_rules()}
+    used = set()
+    for rule in alert_rules():
+        used |= recorded_in(rule["expr"])
+        assert recorded_in(rule["expr"]) <= recorded, f"{rule['alert']}: reads an unrecorded series"
+    assert used, "the trunk, quality and queue alerts read recorded series"
 
 
 @pytest.mark.e2e
@@ -72,8 +152,9 @@ def test_promtool_check_example_config_with_rules() -> None:
     result = promtool("check", "config", str(EXAMPLE_CONFIG.relative_to(ROOT)))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "SUCCESS: 1 rule files found" in output, output
+    assert "SUCCESS: 2 rule files found" in output, output
     assert f"SUCCESS: {len(alert_rules())} rules found" in output, output
+    assert f"SUCCESS: {len(recording_rules())} rules found" in output, output
     assert "warning" not in output.lower(), output
 
 
@@ -110,18 +191,33 @@ def test_alert_metrics_exist_in_the_exporter() -> None:
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
         for suffix in suffixes.get(family.type, [""]):
             exported.add(family.name + suffix)
-    for rule in alert_rules():
-        for metric in set(re.findall(r"\b(asterisk_\w+)", rule["expr"])):
-            assert metric in exported, f"{rule['alert']}: {metric} is not exported"
+    exported |= PENDING_METRICS
+    rules = [(r["alert"], r["expr"]) for r in alert_rules()]
+    rules += [(r["record"], r["expr"]) for r in recording_rules()]
+    for name, expr in rules:
+        raw = re.sub(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", " ", expr)  # recorded series
+        for metric in set(re.findall(r"\b(asterisk_\w+)", raw)):
+            assert metric in exported, f"{name}: {metric} is not exported"
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
     firing: set[str] = set()
     silent: set[str] = set()
+    over_recorded = {r["alert"] for r in alert_rules() if recorded_in(r["expr"])}
+    recording_groups = [g["name"] for g in yaml.safe_load(RECORDING.read_text())["groups"]]
     for path in RULE_TESTS:
         spec = yaml.safe_load(path.read_text())
         rule_files = {(path.parent / f).resolve() for f in spec["rule_files"]}
-        assert rule_files == {RULES.resolve()}, f"{path.name} must test {RULES}"
+        assert RULES.resolve() in rule_files, f"{path.name} must test {RULES}"
+        assert rule_files <= {RULES.resolve(), RECORDING.resolve()}, path.name
+        tested = {
+            case["alertname"] for test in spec["tests"] for case in test.get("alert_rule_test", [])
+        }
+        if tested & over_recorded:
+            # recording groups evaluated first, so the alerts see this instant's records
+            assert RECORDING.resolve() in rule_files, f"{path.name} must load {RECORDING.name}"
+            order = spec.get("group_eval_order", [])
+            assert order[: len(recording_groups)] == recording_groups, path.name
         for test in spec["tests"]:
             for case in test.get("alert_rule_test", []):
                 (firing if case.get("exp_alerts") else silent).add(case["alertname"])

@@ -57,6 +57,7 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat, QueryEdito
 ROOT: Final = Path(__file__).resolve().parents[1]
 OUTPUT: Final = ROOT / "dashboards" / "asterisk-ami.json"
 RULES: Final = ROOT / "alerts" / "ami-exporter.rules.yml"
+RECORDING: Final = ROOT / "alerts" / "ami-exporter.recording.yml"
 
 UID: Final = "ami-exporter-asterisk"
 SCHEMA_VERSION: Final = 39  # what Grafana 10.3 and 10.4 write; the SDK's model says 36
@@ -100,6 +101,45 @@ NER_FLOOR: Final = round(1 - CONGESTION_SHARE, 6)
 RESTART_SECONDS: Final = float(from_alert("AsteriskRestarted", r"<\s*([\d.]+)"))
 LOGIN_WINDOW: Final = from_alert("AsteriskAMILoginFailures", r"\[(\w+)\]")
 QUEUE_HOLD: Final = float(from_alert("AsteriskQueueCallersWaitingTooLong", r">=\s*([\d.]+)"))
+# Per carrier, call quality and queue service level: the alerts over the recorded series.
+_BELOW: Final = r":\w+\{?[^}\n]*\}?\s*<\s*([\d.]+)"
+_ABOVE: Final = r":\w+\s*>\s*([\d.]+)"
+_FLOOR: Final = r"\*\s*\d+\s*>=\s*(\d+)"
+ASR_FLOOR: Final = float(from_alert("AsteriskTrunkASRCollapsed", _BELOW))
+ASR_MIN_CALLS: Final = int(from_alert("AsteriskTrunkASRCollapsed", _FLOOR))
+PDD_P95_MAX: Final = float(from_alert("AsteriskTrunkPostDialDelayHigh", _ABOVE))
+LOSS_P95_MAX: Final = float(from_alert("AsteriskTrunkRTPLossHigh", _ABOVE))
+JITTER_P95_MAX: Final = float(from_alert("AsteriskTrunkRTPJitterHigh", _ABOVE))
+MES_P5_MIN: Final = float(from_alert("AsteriskTrunkMediaExperienceLow", _BELOW))
+SERVICE_LEVEL_GOAL: Final = float(from_alert("AsteriskQueueServiceLevelMissed", _BELOW))
+RESTARTS_PER_HOUR: Final = float(from_alert("AsteriskRestartingRepeatedly", r">=\s*([\d.]+)"))
+LOSS_NOTICEABLE: Final = 0.01  # the review's lower band: loss a listener starts to notice
+
+
+def _recorded_expressions() -> dict[str, str]:
+    rules = yaml.safe_load(RECORDING.read_text(encoding="utf-8"))
+    return {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+
+
+RECORDED_EXPRS: Final = _recorded_expressions()
+
+
+def from_record(record: str, pattern: str) -> str:
+    """The first group of ``pattern`` in a recording rule; fails if the rule changed."""
+    m = re.search(pattern, RECORDED_EXPRS[record])
+    if m is None:
+        raise SystemExit(f"{RECORDING.name}: {record} no longer matches {pattern!r}")
+    return m[1]
+
+
+_CALLS: Final = "server_trunk_direction:asterisk_trunk_calls"
+# The outcomes ASR and NER count, as the recording rules (and so the alerts) count them.
+ANSWERED: Final = from_record(f"{_CALLS}_answered:rate15m", r'(outcome="[^"]*")')
+EFFECTIVE: Final = from_record(f"{_CALLS}_effective:rate15m", r'(outcome=~"[^"]*")')
+_WITHIN: Final = "server_queue:asterisk_queue_callers_answered_within_20s:rate15m"
+# The service level's wait bucket, as the recording rule reads it (le="20.0").
+SERVICE_LEVEL_LE: Final = from_record(_WITHIN, r'le="([\d.]+)"')
+SERVICE_LEVEL_SECONDS: Final = float(SERVICE_LEVEL_LE)
 
 
 def pct(share: float) -> str:
@@ -120,6 +160,30 @@ SUCCESS: Final = 'result="success"'
 FAILURE: Final = 'result="failure"'
 NOT_CAUSE_0: Final = 'cause!="0"'  # cause 0: mostly the ;1 half of Local channels
 NOT_LOCAL: Final = 'tech!="Local"'
+# The exporter's own build information: per exporter instance, no server label (issue #14).
+BUILD_INFO: Final = "ami_exporter_build_info"
+# The trunk metrics are scoped to the $trunk variable too.
+TRUNK_SCOPE: Final = f'{SCOPE}, trunk=~"$trunk"'
+OUTBOUND: Final = 'direction="outbound"'
+BY_CARRIER: Final = "trunk"
+TOP_CARRIERS: Final = 10
+# The callers the service level counts, as the recording rule counts them.
+LEFT_QUEUE: Final = from_record(
+    "server_queue:asterisk_queue_callers_left:rate15m", r'(outcome=~"[^"]*")'
+)
+OUTCOME_COLOURS: Final = {
+    "answered": "green",
+    "busy": "yellow",
+    "no_answer": "blue",
+    "congestion": "red",
+    "unallocated": "orange",
+    "rejected": "purple",
+    "cancelled": "#8e8e8e",
+    "failed": "dark-red",
+}
+SIP_CODES_DOC: Final = (
+    "https://www.iana.org/assignments/sip-parameters/sip-parameters.xhtml#sip-parameters-7"
+)
 # Dial() outcomes: attempts that reached the network, and those the network did not fail.
 DIAL_ATTEMPTS: Final = 'status=~"answer|busy|noanswer|cancel|congestion|chanunavail"'
 DIAL_COMPLETED: Final = 'status=~"answer|busy|noanswer|cancel"'
@@ -132,10 +196,10 @@ def sel(metric: str, *matchers: str, offset: str = "", scope: str = SCOPE) -> st
     return f"{text} offset {offset}" if offset else text
 
 
-def live(metric: str, *matchers: str, offset: str = "") -> str:
+def live(metric: str, *matchers: str, offset: str = "", scope: str = SCOPE) -> str:
     """A live-state gauge without the values frozen at their last state while AMI is down."""
     up = f"max by ({BY_SERVER}) ({sel('asterisk_ami_up', offset=offset)}) == 1"
-    return f"({sel(metric, *matchers, offset=offset)} and on ({BY_SERVER}) ({up}))"
+    return f"({sel(metric, *matchers, offset=offset, scope=scope)} and on ({BY_SERVER}) ({up}))"
 
 
 def rate(metric: str, *matchers: str, offset: str = "") -> str:
@@ -516,7 +580,10 @@ DESCRIPTIONS: Final = {
         "this dashboard for it alone. Alerts: firing alerts naming the server. AMI: the AMI "
         "session; DOWN also for a server that reported in the time range and reports nothing "
         f"now. Uptime orange and Since reload yellow under {RESTART_SECONDS:.0f} s, as "
-        "AsteriskRestarted. Calls: live calls. Channels/s, Originate success (red under "
+        "AsteriskRestarted. Restarts: Asterisk restarts the exporter detected in the "
+        f"dashboard's time range (asterisk_restarts_total), red from {RESTARTS_PER_HOUR:.0f}, "
+        "as AsteriskRestartingRepeatedly counts them in an hour. Calls: live calls. "
+        "Channels/s, Originate success (red under "
         f"{pct(ORIGINATE_FLOOR)}, as AsteriskOriginateFailureRatioHigh) and Congestion share "
         f"(causes {CONGESTION_CAUSES.replace('|', ', ')} among the hangups other than cause 0, "
         f"red from {pct(CONGESTION_SHARE)}, as AsteriskHangupCongestionShareHigh) over about "
@@ -608,7 +675,115 @@ DESCRIPTIONS: Final = {
         "Mean channel lifetime per technology (sum / count of "
         "asterisk_channel_duration_seconds), Local included."
     ),
-    # Trunks
+    # Trunks: per carrier
+    "Carriers": (
+        "One row per server and carrier (the trunk label: the endpoint of the PJSIP/SIP/IAX2 "
+        "channel), the busiest first, over about 10 minutes (the panel's minimum interval). "
+        "Calls/min: trunk channels ended per minute, both directions. ASR: answered share of "
+        f"the outbound calls, red under {pct(ASR_FLOOR)} (AsteriskTrunkASRCollapsed, which also "
+        f"needs {ASR_MIN_CALLS} calls in 15 minutes). NER: the outbound calls the network "
+        "delivered (answered, busy, no answer, rejected, cancelled). PDD p95: post-dial delay, "
+        f"red above {PDD_P95_MAX:g} s (AsteriskTrunkPostDialDelayHigh). ACD: mean answered call "
+        "duration. Channels: live channels now. Loss, jitter: the 95th percentile of the worse "
+        f"stream, red from {pct(LOSS_P95_MAX)} and {JITTER_P95_MAX * 1000:g} ms; MES p5: the "
+        f"5th percentile of the worse stream, red under {MES_P5_MIN:g}. An empty cell: no such "
+        "observation in the window."
+    ),
+    "ASR per carrier": (
+        "Answer-seizure ratio per carrier: answered outbound trunk calls among all outbound "
+        "trunk calls that ended (asterisk_trunk_calls_total, the same outcomes as the recording "
+        "rule server_trunk_direction:asterisk_trunk_asr:ratio_rate15m), summed over the selected "
+        "servers, against 1 week earlier (grey, dashed). The "
+        f"{TOP_CARRIERS} carriers with the most calls in the time range. Dashed: "
+        f"{pct(ASR_FLOOR)}, under which AsteriskTrunkASRCollapsed fires for a carrier with "
+        f"{ASR_MIN_CALLS} calls in 15 minutes on one server."
+    ),
+    "NER per carrier": (
+        "Network effectiveness ratio per carrier: the outbound calls the network delivered to "
+        "the far end or that the caller ended (answered, busy, no answer, rejected, cancelled) "
+        "among all outbound trunk calls; congestion, unallocated and failed are the network's "
+        "failures (ITU-T E.411; RFC 6076's SEER). A drop of NER with ASR is the carrier; a drop "
+        "of ASR alone is the called parties (the list). Against 1 week earlier (grey, dashed)."
+    ),
+    "Outbound call outcomes": (
+        "Outbound trunk calls of the selected carriers by outcome, stacked to 100 %: answered "
+        "green, busy yellow, no answer blue, congestion red, unallocated orange, rejected "
+        "purple, cancelled grey, failed dark red (asterisk_trunk_calls_total, the outcome from "
+        "the Hangup cause)."
+    ),
+    "Carrier calls per minute": (
+        "Trunk calls ended per minute per carrier and direction (asterisk_trunk_calls_total): "
+        "the volume behind the ratios. The busiest carriers of the time range."
+    ),
+    "SIP responses per minute": (
+        "SIP responses that ended trunk calls, per minute, by carrier and code (Hangup "
+        "TechCause, asterisk_trunk_sip_responses_total; Asterisk 22.7+/20.17+ with chan_pjsip "
+        "only: chan_sip sends none). The 10 carrier and code pairs most frequent over the time "
+        "range."
+    ),
+    "SIP responses over the time range": (
+        "SIP responses that ended trunk calls in the dashboard's time range by carrier and code "
+        "(increase of asterisk_trunk_sip_responses_total over $__range), most frequent first: "
+        "503 the carrier is overloaded or refuses, 404 and 484 the number, 403 authentication "
+        "or caller ID, 486 and 600 busy, 480 and 408 no answer, 603 declined."
+    ),
+    "Active channels per carrier": (
+        "Live channels per carrier and direction (asterisk_trunk_active_channels; servers whose "
+        "AMI is down left out): the capacity in use against the carrier's channel limit."
+    ),
+    "Post-dial delay distribution": (
+        "Outbound trunk calls per second by post-dial delay bucket "
+        "(asterisk_trunk_post_dial_delay_seconds: channel creation to the first ringing, "
+        "progress or answer, from the events' Timestamp where Asterisk sends it)."
+    ),
+    "Post-dial delay p50 and p95 per carrier": (
+        "Median and 95th percentile of the post-dial delay per carrier, from the histogram's "
+        f"buckets. Dashed: {PDD_P95_MAX:g} s, above which (p95 over 5 minutes, for 10 minutes) "
+        "AsteriskTrunkPostDialDelayHigh fires."
+    ),
+    "Average call duration (ACD) per carrier": (
+        "Mean answered call duration (answer to hangup) per carrier and direction "
+        "(asterisk_trunk_answered_duration_seconds sum / count): very short calls on one "
+        "carrier mean dropped calls or one-way audio."
+    ),
+    # Call quality
+    "RTP loss p95 per carrier and stream": (
+        "95th percentile of the RTP packet loss per RTCP report block "
+        "(asterisk_trunk_rtp_loss_ratio: FractionLost / 256) per carrier and stream: received, "
+        "Asterisk's measure of the audio it receives (what agents hear); sent, the carrier's "
+        f"report on the audio Asterisk sends (what customers hear). Dashed: {pct(LOSS_NOTICEABLE)} "
+        f"(noticeable) and {pct(LOSS_P95_MAX)}, above which AsteriskTrunkRTPLossHigh fires."
+    ),
+    "RTP jitter p95 per carrier and stream": (
+        "95th percentile of the RTP interarrival jitter per RTCP report block "
+        "(asterisk_trunk_rtp_jitter_seconds) per carrier and stream. Dashed: "
+        f"{JITTER_P95_MAX * 1000:g} ms, above which AsteriskTrunkRTPJitterHigh fires."
+    ),
+    "MES p5 and median per carrier and stream": (
+        "The 5th percentile (the worst reports) and the median of Asterisk's media experience "
+        "score (asterisk_trunk_rtp_media_experience_score, 0 to 100, from loss, jitter and "
+        "round trip, where Asterisk reports it) per carrier and stream. Bands: green from 80, "
+        f"yellow from 70, orange from {MES_P5_MIN:g}, red under {MES_P5_MIN:g}, where "
+        "AsteriskTrunkMediaExperienceLow fires (p5 over 5 minutes, for 10 minutes)."
+    ),
+    "RTCP round trip p50 and p95 per carrier": (
+        "Median and 95th percentile of the RTCP round trip per carrier "
+        "(asterisk_trunk_rtp_rtt_seconds, from the carrier's receiver reports): above about "
+        "300 ms (150 ms each way, ITU-T G.114) callers start to talk over each other."
+    ),
+    "RTP loss distribution": (
+        "RTCP report blocks per second by loss bucket, both streams of the selected carriers "
+        "(asterisk_trunk_rtp_loss_ratio): a few bad calls show as a separate band."
+    ),
+    "RTP jitter distribution": (
+        "RTCP report blocks per second by jitter bucket, both streams of the selected carriers "
+        "(asterisk_trunk_rtp_jitter_seconds)."
+    ),
+    "MES distribution": (
+        "RTCP report blocks per second by media experience score bucket, both streams of the "
+        "selected carriers (asterisk_trunk_rtp_media_experience_score)."
+    ),
+    # Trunk reachability
     "Trunks up": (
         f"Trunks reachable or registered (asterisk_peer_up 1). {_TRUNK_NOTE} Only the peers "
         "selected by the per-server peers_include/peers_exclude regexes are exported."
@@ -636,12 +811,6 @@ DESCRIPTIONS: Final = {
     "Trunk status changes per minute": (
         "Trunk status changes per minute by new status (asterisk_peer_status_changes_total): a "
         "flapping trunk shows as repeated reachable and unreachable."
-    ),
-    "Non-Local channels (trunk and phone legs)": (
-        "Live channels that are not Local, per server (asterisk_active_channels without tech="
-        '"Local"; servers whose AMI is down left out): the trunk legs and the agent phone legs, '
-        "which stay up all shift in VICIdial. Not trunk usage on its own: the exporter has no "
-        "per-trunk channel count."
     ),
     # AMI health
     "Login failures per minute": (
@@ -693,7 +862,31 @@ DESCRIPTIONS: Final = {
         "minute, by server and service. AsteriskSecurityBruteForce fires at 20 "
         "InvalidPassword or InvalidAccountID in 5 minutes."
     ),
-    # Queues
+    # Queues and service level
+    f"Service level (answered within {SERVICE_LEVEL_SECONDS:.0f} s)": (
+        "Share of the callers leaving each queue (answered or abandoned) who were answered "
+        f"within {SERVICE_LEVEL_SECONDS:.0f} s, from the asterisk_queue_wait_seconds histogram "
+        "(answered: AgentConnect HoldTime; abandoned: QueueCallerAbandon HoldTime). Dashed: "
+        f"{pct(SERVICE_LEVEL_GOAL)}, under which AsteriskQueueServiceLevelMissed fires (over 15 "
+        "minutes, with 20 callers, for 15 minutes)."
+    ),
+    "Abandoned share": (
+        "Share of the callers leaving each queue who hung up before an agent answered "
+        "(asterisk_queue_wait_seconds_count, outcome abandoned)."
+    ),
+    "Queue wait p90 by outcome": (
+        "90th percentile of the wait in each queue, of the callers answered (time to answer) "
+        "and of those who abandoned (patience), from asterisk_queue_wait_seconds."
+    ),
+    "Callers leaving per minute by outcome": (
+        "Callers leaving each queue per minute, answered or abandoned "
+        "(asterisk_queue_wait_seconds_count): live, from the AgentConnect and "
+        "QueueCallerAbandon events."
+    ),
+    "Talk time median and mean": (
+        "Median and mean talk time of the queue calls that ended (asterisk_queue_talk_seconds, "
+        "AgentComplete TalkTime)."
+    ),
     "Queue callers waiting": (
         "Callers waiting per app_queue queue (asterisk_queue_callers, QueueStatus polled at "
         "every resync on servers with queues: true; servers whose AMI is down left out)."
@@ -719,6 +912,10 @@ DESCRIPTIONS: Final = {
     "Scrape duration": (
         "How long Prometheus takes to scrape each exporter (scrape_duration_seconds). The "
         "exporter builds metrics from memory, so this stays in the milliseconds."
+    ),
+    "Exporter versions": (
+        "ami-exporter and Python version per exporter instance (ami_exporter_build_info): "
+        "a cluster halfway through an upgrade shows two versions."
     ),
     "Asterisk versions": (
         "Asterisk and AMI version and system name per server (asterisk_info, from the AMI "
@@ -806,6 +1003,7 @@ def fleet_columns() -> list[Column]:
     ami = f"{latest('asterisk_ami_up')} or {seen()}"
     calls = f"sum by (server) ({live('asterisk_active_calls')})"
     created = f"sum by (server) ({rate('asterisk_channels_created_total')})"
+    restarts = f"sum by (server) ({increase('asterisk_restarts_total')})"
     s, pu = units.Seconds, units.PercentUnit
     return [
         Column("Alerts", alerts, units.Short, red_from_1, background=True),
@@ -813,6 +1011,13 @@ def fleet_columns() -> list[Column]:
         Column("Uptime", age("asterisk_core_startup_timestamp_seconds"), s, restarted("orange")),
         Column(
             "Since reload", age("asterisk_core_reload_timestamp_seconds"), s, restarted("yellow")
+        ),
+        Column(
+            "Restarts",
+            restarts,
+            units.Short,
+            steps("text", (1, "orange"), (RESTARTS_PER_HOUR, "red")),
+            True,
         ),
         Column("Calls", calls, units.Short),
         Column("Channels/s", created, units.OpsPerSecond),
@@ -1032,6 +1237,299 @@ def channels_row() -> Row:
     )
 
 
+# -- per carrier, call quality, queue service level (issue #11) -----------------------------
+
+
+def tsel(metric: str, *matchers: str) -> str:
+    return sel(metric, *matchers, scope=TRUNK_SCOPE)
+
+
+def trate(metric: str, *matchers: str, offset: str = "") -> str:
+    shift = f" offset {offset}" if offset else ""
+    return f"rate({tsel(metric, *matchers)}[$__rate_interval]{shift})"
+
+
+def busiest(expr: str) -> str:
+    """Only the carriers with the most calls over the whole time range (the set is fixed with
+    ``@ end()``, so lines do not come and go between steps): at most TOP_CARRIERS lines."""
+    calls = f"increase({tsel('asterisk_trunk_calls_total')}[$__range] @ end())"
+    return f"({expr}) and on (trunk) topk({TOP_CARRIERS}, sum by (trunk) ({calls}))"
+
+
+def share_of_calls(matcher: str, by: str, *, offset: str = "") -> str:
+    """A share of the outbound trunk calls, 0 (not absent) when none has that outcome."""
+    calls = "asterisk_trunk_calls_total"
+    total = f"sum by ({by}) ({trate(calls, OUTBOUND, offset=offset)})"
+    part = f"sum by ({by}) ({trate(calls, OUTBOUND, matcher, offset=offset)})"
+    return f"({part} or 0 * {total}) / ({total} > 0)"
+
+
+def quantile(q: float, metric: str, by: str, *matchers: str) -> str:
+    buckets = f"sum by ({by}, le) ({trate(metric + '_bucket', *matchers)})"
+    return f"histogram_quantile({q}, {buckets})"
+
+
+def mean_of(metric: str, by: str) -> str:
+    total = f"sum by ({by}) ({trate(metric + '_sum')})"
+    observed = f"sum by ({by}) ({trate(metric + '_count')})"
+    return f"{total} / ({observed} > 0)"
+
+
+def distribution(title: str, metric: str, unit: str, *, scope: str = TRUNK_SCOPE) -> heatmap.Panel:
+    """A heatmap of a histogram's buckets (observations per second in each bucket)."""
+    buckets = f"sum by (le) (rate({sel(metric + '_bucket', scope=scope)}[$__rate_interval]))"
+    colour = heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME).scheme("Oranges")
+    colour = colour.scale(hm.HeatmapColorScale.EXPONENTIAL).exponent(0.5).steps(64)
+    return (
+        panel(
+            heatmap.Panel(), title, units.Short, [Q(buckets, "{{le}}", fmt=PromQueryFormat.HEATMAP)]
+        )
+        .calculate(False)
+        .y_axis(heatmap.YAxisConfig().unit(unit))
+        .cell_values(heatmap.CellValues().unit(units.OpsPerSecond))
+        .color(colour.fill("dark-orange").reverse(False))
+        .rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.LE))
+        .show_legend()
+        .mode(common.TooltipDisplayMode.SINGLE)
+        .show_y_histogram()
+        .max_data_points(100)
+    )
+
+
+def week_ago(builder: timeseries.Panel) -> timeseries.Panel:
+    """Series whose name ends in "1 week ago" drawn grey and dashed."""
+    dashed = common.LineStyle(fill="dash", dash=[10, 10])
+    return builder.override_by_regexp(
+        ".* 1 week ago$",
+        [
+            dm.DynamicConfigValue(id_val="color", value=fixed("#8e8e8e")),
+            dm.DynamicConfigValue(id_val="custom.lineStyle", value=dashed),
+        ],
+    )
+
+
+def carrier_columns() -> list[Column]:
+    by = "server, trunk"
+    calls = f"sum by ({by}) ({trate('asterisk_trunk_calls_total')}) * 60"
+    channels = f"sum by ({by}) ({live('asterisk_trunk_active_channels', scope=TRUNK_SCOPE)})"
+    loss = quantile(0.95, "asterisk_trunk_rtp_loss_ratio", f"{by}, stream")
+    jitter = quantile(0.95, "asterisk_trunk_rtp_jitter_seconds", f"{by}, stream")
+    mes = quantile(0.05, "asterisk_trunk_rtp_media_experience_score", f"{by}, stream")
+    pdd = quantile(0.95, "asterisk_trunk_post_dial_delay_seconds", by)
+    pu = units.PercentUnit
+    return [
+        Column("Calls/min", calls, units.Short),
+        Column("ASR", share_of_calls(ANSWERED, by), pu, steps("red", (ASR_FLOOR, "text"))),
+        Column("NER", share_of_calls(EFFECTIVE, by), pu),
+        Column("PDD p95", pdd, units.Seconds, steps("text", (PDD_P95_MAX, "red"))),
+        Column("ACD", mean_of("asterisk_trunk_answered_duration_seconds", by), units.Seconds),
+        Column("Channels", channels, units.Short),
+        Column("Loss p95", f"max by ({by}) ({loss})", pu, loss_bands()),
+        Column("Jitter p95", f"max by ({by}) ({jitter})", units.Seconds, jitter_bands()),
+        Column("MES p5", f"min by ({by}) ({mes})", units.NoUnit, mes_bands()),
+    ]
+
+
+def loss_bands() -> db.ThresholdsConfig:
+    return steps("text", (LOSS_NOTICEABLE, "orange"), (LOSS_P95_MAX, "red"))
+
+
+def jitter_bands() -> db.ThresholdsConfig:
+    return steps("text", (JITTER_P95_MAX, "red"))
+
+
+def mes_bands() -> db.ThresholdsConfig:
+    return steps("red", (MES_P5_MIN, "orange"), (70, "yellow"), (80, "green"))
+
+
+def carriers_table() -> table.Panel:
+    """One row per server and carrier from instant queries, merged (as the Servers table)."""
+    columns = carrier_columns()
+    queries = [Q(c.expr, instant=True, fmt=PromQueryFormat.TABLE) for c in columns]
+    names = [c.name for c in columns]
+    rename = {f"Value #{chr(ord('A') + i)}": name for i, name in enumerate(names)}
+    rename |= {"server": "Server", "trunk": "Carrier"}
+    builder = (
+        grid("Carriers", units.Short, queries)
+        .interval("10m")
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(organize(["Time"], ["server", "trunk", *names], rename))
+        .sort_by([cb.TableSortByFieldState().display_name("Calls/min").desc(True)])
+    )
+    for c in columns:
+        builder = builder.override_by_name(c.name, column_properties(c))
+    return builder
+
+
+def carrier_graphs() -> list[tuple[int, int, PanelBuilder]]:
+    carrier = "{{trunk}}"
+    asr = [
+        Q(busiest(share_of_calls(ANSWERED, BY_CARRIER, offset=o)), f"{carrier}{n}")
+        for o, n in (("", ""), ("1w", " 1 week ago"))
+    ]
+    ner = [
+        Q(busiest(share_of_calls(EFFECTIVE, BY_CARRIER, offset=o)), f"{carrier}{n}")
+        for o, n in (("", ""), ("1w", " 1 week ago"))
+    ]
+    calls = "asterisk_trunk_calls_total"
+    outcomes = [Q(f"sum by (outcome) ({trate(calls, OUTBOUND)})", "{{outcome}}")]
+    volume = f"sum by (trunk, direction) ({trate(calls)}) * 60"
+    channels = (
+        f"sum by (trunk, direction) ({live('asterisk_trunk_active_channels', scope=TRUNK_SCOPE)})"
+    )
+    both = f"{carrier} {{{{direction}}}}"
+    percent = cb.StackingConfig().mode(common.StackingMode.PERCENT).group("A")
+    outcome_graph = graph("Outbound call outcomes", units.OpsPerSecond, outcomes, right=True)
+    outcome_graph = outcome_graph.stacking(percent).fill_opacity(70)
+    asr_graph = graph("ASR per carrier", units.PercentUnit, asr, right=True).min(0).max(1)
+    ner_graph = graph("NER per carrier", units.PercentUnit, ner, right=True).min(0).max(1)
+    volume_graph = graph("Carrier calls per minute", units.Short, [Q(busiest(volume), both)])
+    channels_graph = graph("Active channels per carrier", units.Short, [Q(busiest(channels), both)])
+    return [
+        (12, 8, week_ago(dashed_at(asr_graph, "red", (ASR_FLOOR, "green")))),
+        (12, 8, week_ago(ner_graph)),
+        (12, 8, colours(outcome_graph, OUTCOME_COLOURS)),
+        (12, 8, volume_graph.legend(legend(right=True)).min(0)),
+        *sip_panels(),
+        (12, 8, channels_graph.legend(legend(right=True)).min(0)),
+        *delay_panels(),
+    ]
+
+
+def sip_panels() -> list[tuple[int, int, PanelBuilder]]:
+    metric = "asterisk_trunk_sip_responses_total"
+    pinned = f"topk(10, sum by (trunk, code) (increase({tsel(metric)}[$__range] @ end())))"
+    top = f"sum by (trunk, code) ({trate(metric)}) * 60 and on (trunk, code) {pinned}"
+    over_range = f"sum by (trunk, code) (increase({tsel(metric)}[$__range]))"
+    names = {"trunk": "Carrier", "code": "SIP code", "Value": "Responses"}
+    doc = doc_link("SIP response codes (IANA)", SIP_CODES_DOC)
+    codes = (
+        grid("SIP responses over the time range", units.Short, [table_query(over_range)])
+        .with_transformation(organize(["Time"], ["trunk", "code", "Value"], names))
+        .sort_by([cb.TableSortByFieldState().display_name("Responses").desc(True)])
+        .decimals(0)
+        .links([doc])
+    )
+    rates = graph(
+        "SIP responses per minute", units.Short, [Q(top, "{{trunk}} {{code}}")], right=True
+    )
+    return [(12, 8, rates.min(0).links([doc])), (12, 8, codes)]
+
+
+def delay_panels() -> list[tuple[int, int, PanelBuilder]]:
+    pdd = "asterisk_trunk_post_dial_delay_seconds"
+    percentiles = [
+        Q(busiest(quantile(q, pdd, BY_CARRIER)), f"{{{{trunk}}}} p{q * 100:g}") for q in (0.5, 0.95)
+    ]
+    acd = mean_of("asterisk_trunk_answered_duration_seconds", "trunk, direction")
+    delay = graph("Post-dial delay p50 and p95 per carrier", units.Seconds, percentiles, right=True)
+    return [
+        (8, 8, distribution("Post-dial delay distribution", pdd, units.Seconds)),
+        (8, 8, dashed_at(delay.min(0), "transparent", (PDD_P95_MAX, "red"))),
+        (
+            8,
+            8,
+            graph(
+                "Average call duration (ACD) per carrier",
+                units.Seconds,
+                [Q(busiest(acd), "{{trunk}} {{direction}}")],
+            ).min(0),
+        ),
+    ]
+
+
+def carriers_row() -> Row:
+    row = Row("Trunks").add(24, 10, carriers_table())
+    for width, height, builder in carrier_graphs():
+        row = row.add(width, height, builder)
+    return row
+
+
+def call_quality_row() -> Row:
+    by = "trunk, stream"
+    legend_of = "{{trunk}} {{stream}}"
+    loss_metric = "asterisk_trunk_rtp_loss_ratio"
+    jitter_metric = "asterisk_trunk_rtp_jitter_seconds"
+    mes_metric = "asterisk_trunk_rtp_media_experience_score"
+    rtt_metric = "asterisk_trunk_rtp_rtt_seconds"
+    loss = [Q(busiest(quantile(0.95, loss_metric, by)), legend_of)]
+    jitter = [Q(busiest(quantile(0.95, jitter_metric, by)), legend_of)]
+    mes = [
+        Q(busiest(quantile(q, mes_metric, by)), f"{legend_of} {name}")
+        for q, name in ((0.05, "p5"), (0.5, "median"))
+    ]
+    rtt = [
+        Q(busiest(quantile(q, rtt_metric, BY_CARRIER)), f"{{{{trunk}}}} p{q * 100:g}")
+        for q in (0.5, 0.95)
+    ]
+    loss_graph = graph("RTP loss p95 per carrier and stream", units.PercentUnit, loss, right=True)
+    jitter_graph = graph("RTP jitter p95 per carrier and stream", units.Seconds, jitter, right=True)
+    mes_graph = graph("MES p5 and median per carrier and stream", units.NoUnit, mes, right=True)
+    rtt_graph = graph("RTCP round trip p50 and p95 per carrier", units.Seconds, rtt, right=True)
+    return (
+        Row("Call quality")
+        .add(
+            12,
+            8,
+            dashed_at(
+                loss_graph.min(0), "transparent", (LOSS_NOTICEABLE, "orange"), (LOSS_P95_MAX, "red")
+            ),
+        )
+        .add(12, 8, dashed_at(jitter_graph.min(0), "transparent", (JITTER_P95_MAX, "red")))
+        .add(
+            12,
+            8,
+            dashed_at(
+                mes_graph.min(0).max(100),
+                "red",
+                (MES_P5_MIN, "orange"),
+                (70, "yellow"),
+                (80, "green"),
+            ),
+        )
+        .add(12, 8, rtt_graph.min(0))
+        .add(8, 8, distribution("RTP loss distribution", loss_metric, units.PercentUnit))
+        .add(8, 8, distribution("RTP jitter distribution", jitter_metric, units.Seconds))
+        .add(8, 8, distribution("MES distribution", mes_metric, units.NoUnit))
+    )
+
+
+def service_level_panels() -> list[tuple[int, int, PanelBuilder]]:
+    wait = "asterisk_queue_wait_seconds"
+    by = "server, queue"
+    queue = "{{server}} {{queue}}"
+    answered, gone = 'outcome="answered"', 'outcome="abandoned"'
+    bucket = f'le="{SERVICE_LEVEL_LE}"'
+    left = f"sum by ({by}) ({rate(wait + '_count', LEFT_QUEUE)})"
+    within = f"sum by ({by}) ({rate(wait + '_bucket', answered, bucket)})"
+    abandoned = f"sum by ({by}) ({rate(wait + '_count', gone)})"
+    level = [Q(f"({within} or 0 * {left}) / ({left} > 0)", queue)]
+    abandons = [Q(f"({abandoned} or 0 * {left}) / ({left} > 0)", queue)]
+    buckets = f"sum by (server, queue, outcome, le) ({rate(wait + '_bucket')})"
+    waits = [Q(f"histogram_quantile(0.9, {buckets})", queue + " {{outcome}}")]
+    leaving = [Q(per_minute(wait + "_count", "server, queue, outcome"), queue + " {{outcome}}")]
+    talk = "asterisk_queue_talk_seconds"
+    talk_buckets = f"sum by (server, queue, le) ({rate(talk + '_bucket')})"
+    talk_mean = ratio(rate(talk + "_sum"), rate(talk + "_count"), by=by)
+    talks = [
+        Q(f"histogram_quantile(0.5, {talk_buckets})", queue + " median"),
+        Q(talk_mean, queue + " mean"),
+    ]
+    title = f"Service level (answered within {SERVICE_LEVEL_SECONDS:.0f} s)"
+    sl = graph(title, units.PercentUnit, level, right=True).min(0).max(1)
+    return [
+        (12, 8, dashed_at(sl, "red", (SERVICE_LEVEL_GOAL, "green"))),
+        (12, 8, graph("Abandoned share", units.PercentUnit, abandons, right=True).min(0).max(1)),
+        (12, 8, graph("Queue wait p90 by outcome", units.Seconds, waits, right=True).min(0)),
+        (
+            12,
+            8,
+            graph("Callers leaving per minute by outcome", units.Short, leaving, right=True).min(0),
+        ),
+        (12, 8, graph("Talk time median and mean", units.Seconds, talks, right=True).min(0)),
+    ]
+
+
 def trunks_row() -> Row:
     by_peer = f"{BY_SERVER}, tech, peer"
     trunk = latest("asterisk_peer_up", by_peer, TRUNKS)
@@ -1044,20 +1542,15 @@ def trunks_row() -> Row:
     registrations = [Q(registered, "{{server}} {{tech}} {{registration}}")]
     changes = per_minute("asterisk_peer_status_changes_total", "server, tech, peer, status", TRUNKS)
     flapping = [Q(changes, peer + " {{status}}")]
-    channels = f"sum by (server) ({live('asterisk_active_channels', NOT_LOCAL)})"
-    none = f"0 * sum by (server) ({live('asterisk_active_channels')})"  # 0, not a gap
-    non_local = [Q(f"{channels} or {none}", "{{server}}")]
-    legs = graph("Non-Local channels (trunk and phone legs)", units.Short, non_local, right=True)
     return (
-        Row("Trunks")
+        Row("Trunk reachability")
         .add(4, 8, neutral("Trunks up", f"count({trunk} == 1) or vector(0)"))
         .add(4, 8, neutral("Registrations up", f"count({registration} == 1) or vector(0)"))
         .add(4, 8, neutral("Phones reachable", f"count({phone} == 1) or vector(0)"))
         .add(12, 8, graph("Trunk round trip", units.Seconds, rtt, right=True))
         .add(12, 10, timeline("Trunk reachability", reachability))
         .add(12, 10, timeline("Registrations", registrations))
-        .add(12, 8, graph("Trunk status changes per minute", units.Short, flapping, right=True))
-        .add(12, 8, legs.min(0))
+        .add(24, 8, graph("Trunk status changes per minute", units.Short, flapping, right=True))
     )
 
 
@@ -1126,9 +1619,11 @@ def queues_row() -> Row:
     waiting = graph("Queue callers waiting", units.Short, callers, right=True)
     agents = graph("Queue members by status", units.Short, by_status, right=True)
     calls = graph("Completed and abandoned calls per minute", units.Short, done, right=True)
+    row = Row("Queues and service level")
+    for width, height, builder in service_level_panels():
+        row = row.add(width, height, builder)
     return (
-        Row("Queues")
-        .add(12, 8, waiting.min(0))
+        row.add(12, 8, waiting.min(0))
         .add(12, 8, dashed_at(longest, "transparent", (QUEUE_HOLD, "red")))
         .add(12, 8, agents.min(0))
         .add(12, 8, calls)
@@ -1146,6 +1641,18 @@ def exporter_row() -> Row:
         .with_transformation(organize(["Time", "Value"], order, names))
         .sort_by([cb.TableSortByFieldState().display_name("Server").desc(False)])
     )
+    build = f"max by (instance, version, python_version) ({sel(BUILD_INFO, scope=TARGETS)})"
+    exporters = (
+        grid("Exporter versions", units.NoUnit, [table_query(build)])
+        .with_transformation(
+            organize(
+                ["Time", "Value"],
+                ["instance", "version", "python_version"],
+                {"instance": "Exporter", "version": "ami-exporter", "python_version": "Python"},
+            )
+        )
+        .sort_by([cb.TableSortByFieldState().display_name("Exporter").desc(False)])
+    )
     status_page = [data_links(STATUS_PAGE)]
     targets = timeline("Exporter targets", up).override_by_field_type("number", status_page)
     scrape = graph("Scrape duration", units.Seconds, [Q(took, "{{instance}}")])
@@ -1153,19 +1660,22 @@ def exporter_row() -> Row:
         Row("Exporter")
         .add(12, 8, targets)
         .add(12, 8, scrape.override_by_field_type("number", status_page))
-        .add(24, 8, versions)
+        .add(16, 8, versions)
+        .add(8, 8, exporters)
     )
 
 
 ROWS: Final = (
     status_row,
     calls_row,
+    carriers_row,
+    call_quality_row,
     outcomes_row,
     channels_row,
     trunks_row,
+    queues_row,
     ami_row,
     security_row,
-    queues_row,
     exporter_row,
 )
 GRID_WIDTH: Final = 24
@@ -1251,11 +1761,18 @@ def variables() -> list[Built[dm.VariableModel]]:
     job = "label_values(asterisk_ami_up, job)"
     instance = 'label_values(asterisk_ami_up{job=~"$job"}, instance)'
     server = 'label_values(asterisk_ami_up{job=~"$job", instance=~"$instance"}, server)'
+    trunk = f"label_values(asterisk_trunk_calls_total{{{SCOPE}}}, trunk)"
     return [
         Variable.of(datasource),
         query_variable("job", "Job", "Scrape job(s) of the exporter.", job),
         query_variable("instance", "Instance", "Exporter instance(s).", instance),
         query_variable("server", "Server", "Asterisk server(s): the exporter's label.", server),
+        query_variable(
+            "trunk",
+            "Carrier",
+            "Carrier(s): the trunk label of the per-carrier panels (Trunks, Call quality).",
+            trunk,
+        ),
         Variable.of(alerts_url),
     ]
 
