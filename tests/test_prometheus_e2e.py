@@ -17,13 +17,14 @@ runs in a thread: Prometheus scrapes the exporter served by this test's own even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -236,40 +237,49 @@ async def test_real_prometheus_scrapes_evaluates_rules_and_dashboard(
         sim.extras.set_peer_status("IAX2", "iax-peer", "Lagged", rtt_ms=40)
         sim.extras.add_queue_caller("support", waiting_since=time.time() - 20)
 
-        port = free_port()
         target = f"127.0.0.1:{exporter.web.port}"
-        prom_config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(RECORDING), str(RULES)],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
-        }
-        config_file = tmp_path / "prometheus.yml"
-        config_file.write_text(yaml.safe_dump(prom_config))
-        log = tmp_path / "prometheus.log"
-        with log.open("wb") as log_fh:
-            proc = await asyncio.create_subprocess_exec(
-                prometheus,
-                f"--config.file={config_file}",
-                f"--storage.tsdb.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1h",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log_fh,
-                stderr=asyncio.subprocess.STDOUT,
-                cwd=tmp_path,
-            )
-        api = PromAPI(port, proc, log)
-        try:
+        async with running_prometheus(prometheus, tmp_path, target) as api:
             await run_checks(api, exporter.web.port, sim)
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
     assert time.monotonic() - started < DEADLINE
+
+
+@contextlib.asynccontextmanager
+async def running_prometheus(
+    prometheus: str, tmp_path: Path, target: str
+) -> AsyncIterator[PromAPI]:
+    """Prometheus on loopback scraping ``target`` as job asterisk every second, with both
+    rule files, evaluated every second."""
+    port = free_port()
+    prom_config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RECORDING), str(RULES)],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+    }
+    config_file = tmp_path / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(prom_config))
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as log_fh:
+        proc = await asyncio.create_subprocess_exec(
+            prometheus,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_fh,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        yield PromAPI(port, proc, log)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
 
 
 async def run_checks(api: PromAPI, exporter_port: int, sim: SimulatedAsterisk) -> None:
@@ -369,6 +379,23 @@ async def check_recorded_series(api: PromAPI) -> None:
 async def check_dashboard_queries(api: PromAPI, exporter_port: int) -> None:
     """Variable queries, resolved like Grafana does, then used to fill in the panels' queries;
     every query parses and has data (see may_be_empty and AWAITING_DATA)."""
+    values = await resolve_variables(api)
+    assert values["job"] == [JOB]
+    assert values["instance"] == [f"127.0.0.1:{exporter_port}"]
+    assert values["server"] == [SERVER]
+    errors, empty = [], []
+    for title, expr, query, err, result in await run_dashboard_queries(api, values):
+        if err is not None:
+            errors.append(f"{title}: {query}\n    {err}")
+        elif not result and not may_be_empty(title, expr) and not awaits_data(expr):
+            empty.append(f"{title}: {query}")
+    assert not errors, "dashboard queries that Prometheus rejects:\n" + "\n".join(errors)
+    # The simulator feeds every panel: all call outcomes, a failed login, 1 s pings.
+    assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+
+
+async def resolve_variables(api: PromAPI) -> dict[str, list[str]]:
+    """The values of the dashboard's query variables, as Grafana resolves them in order."""
     values: dict[str, list[str]] = {}
     for name, definition in variable_queries().items():
         m = LABEL_VALUES.match(definition)
@@ -384,10 +411,13 @@ async def check_dashboard_queries(api: PromAPI, exporter_port: int) -> None:
         if not values[name]:
             assert awaits_data(definition), f"variable {name}: no value for {definition}"
             values[name] = [".+"]  # Grafana's All (allValue), for the queries below
-    assert values["job"] == [JOB]
-    assert values["instance"] == [f"127.0.0.1:{exporter_port}"]
-    assert values["server"] == [SERVER]
+    return values
 
+
+async def run_dashboard_queries(
+    api: PromAPI, values: dict[str, list[str]]
+) -> list[tuple[str, str, str, str | None, list[Any]]]:
+    """(title, expr, query run, error, result) of every query of the dashboard."""
     variables = {k: grafana_regex(v) for k, v in values.items()}
     now_ms = int(time.time() * 1000)
     variables.update(
@@ -400,15 +430,10 @@ async def check_dashboard_queries(api: PromAPI, exporter_port: int) -> None:
             "__to": str(now_ms),
         }
     )
-    errors, empty = [], []
+    out = []
     for title, expr in dashboard_targets():
         query = substitute(expr, variables)
         assert "$" not in query, f"{title}: unsubstituted variable in {query}"
         err, result = await api.query(query)
-        if err is not None:
-            errors.append(f"{title}: {query}\n    {err}")
-        elif not result and not may_be_empty(title, expr) and not awaits_data(expr):
-            empty.append(f"{title}: {query}")
-    assert not errors, "dashboard queries that Prometheus rejects:\n" + "\n".join(errors)
-    # The simulator feeds every panel: all call outcomes, a failed login, 1 s pings.
-    assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+        out.append((title, expr, query, err, result))
+    return out

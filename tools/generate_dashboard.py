@@ -1503,7 +1503,8 @@ def service_level_panels() -> list[tuple[int, int, PanelBuilder]]:
     left = f"sum by ({by}) ({rate(wait + '_count', LEFT_QUEUE)})"
     within = f"sum by ({by}) ({rate(wait + '_bucket', answered, bucket)})"
     abandoned = f"sum by ({by}) ({rate(wait + '_count', gone)})"
-    level = [Q(f"({within} or 0 * {left}) / ({left} > 0)", queue)]
+    any_outcome = f"sum by ({by}) ({rate(wait + '_bucket', bucket)})"  # as the recording rule
+    level = [Q(f"({within} or 0 * {any_outcome}) / ({left} > 0)", queue)]
     abandons = [Q(f"({abandoned} or 0 * {left}) / ({left} > 0)", queue)]
     buckets = f"sum by (server, queue, outcome, le) ({rate(wait + '_bucket')})"
     waits = [Q(f"histogram_quantile(0.9, {buckets})", queue + " {{outcome}}")]
