@@ -396,6 +396,60 @@ def test_trunk_panels_share_the_alert_filter() -> None:
                 assert trunk_filter in m, f"{title}: trunks without {trunk_filter}"
 
 
+def alert_threshold(alert: str, pattern: str) -> float:
+    m = re.search(pattern, alert_exprs()[alert])
+    assert m, f"{alert}: {pattern}"
+    return float(m[1])
+
+
+def dashed_levels(title: str) -> list[float]:
+    p = next(p for p in panels() if p["title"] == title)
+    defaults = p["fieldConfig"]["defaults"]
+    assert defaults["custom"]["thresholdsStyle"]["mode"] == "dashed", title
+    return [s["value"] for s in defaults["thresholds"]["steps"] if s["value"] is not None]
+
+
+def test_carrier_quality_and_queue_panels_draw_the_alert_levels() -> None:
+    below = r"<\s*([\d.]+)"
+    above = r"p95_rate5m\s*>\s*([\d.]+)"
+    asr = alert_threshold("AsteriskTrunkASRCollapsed", below)
+    assert dashed_levels("ASR per carrier") == [asr]
+    pdd = alert_threshold("AsteriskTrunkPostDialDelayHigh", above)
+    assert dashed_levels("Post-dial delay p50 and p95 per carrier") == [pdd]
+    loss = alert_threshold("AsteriskTrunkRTPLossHigh", above)
+    assert dashed_levels("RTP loss p95 per carrier and stream")[-1] == loss
+    jitter = alert_threshold("AsteriskTrunkRTPJitterHigh", above)
+    assert dashed_levels("RTP jitter p95 per carrier and stream") == [jitter]
+    mes = alert_threshold("AsteriskTrunkMediaExperienceLow", below)
+    assert dashed_levels("MES p5 and median per carrier and stream")[0] == mes
+    goal = alert_threshold("AsteriskQueueServiceLevelMissed", below)
+    assert dashed_levels("Service level (answered within 20 s)") == [goal]
+
+
+def test_per_carrier_graphs_are_capped_and_follow_the_trunk_variable() -> None:
+    """At 20 servers with up to 64 trunks each, a graph per carrier shows the busiest 10 of the
+    time range (a fixed set), summed over the servers; the Carriers table has one row per
+    server and carrier."""
+    for row in ("Trunks", "Call quality"):
+        for p in panels():
+            if p["title"] not in rows()[row] or p["type"] != "timeseries":
+                continue
+            for t in p["targets"]:
+                by_trunk = re.search(r"\bby \([^)]*\btrunk\b", t["expr"])
+                if by_trunk and "by (outcome)" not in t["expr"]:
+                    assert "topk(10, sum by (trunk" in t["expr"], p["title"]
+                    assert "@ end()" in t["expr"], p["title"]
+                assert "server" not in re.findall(r"\bby \(([^)]*)\)", t["expr"])[0], p["title"]
+    carriers = next(p for p in panels() if p["title"] == "Carriers")
+    assert carriers["type"] == "table" and carriers["gridPos"]["w"] == 24
+    assert [t["id"] for t in carriers["transformations"]] == ["merge", "organize"]
+    for t in carriers["targets"]:
+        assert t["instant"] is True and t["format"] == "table", t["refId"]
+        groups = re.findall(r"^(?:sum|max|min) by \(([^)]*)\)", t["expr"])
+        outer = groups[0] if groups else re.findall(r"\bby \(([^)]*)\)", t["expr"])[0]
+        assert outer.replace(", le", "") == "server, trunk", t["expr"]
+
+
 def test_servers_table_is_one_row_per_server() -> None:
     servers = next(p for p in panels() if p["title"] == "Servers")
     assert servers["type"] == "table"

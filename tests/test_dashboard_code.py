@@ -146,3 +146,18 @@ def test_values_of_the_alert_rules_are_read_not_copied() -> None:
     assert generator.LOGIN_WINDOW == "10m"
     with pytest.raises(SystemExit, match="AsteriskTrunkUnreachable no longer matches"):
         generator.from_alert("AsteriskTrunkUnreachable", r"asterisk_peer_up\{(trunk=~\"x\")\}")
+    # issue #11: the per-carrier, call-quality, queue and restart alerts
+    assert (generator.ASR_FLOOR, generator.ASR_MIN_CALLS) == (0.1, 50)
+    assert (generator.PDD_P95_MAX, generator.LOSS_P95_MAX) == (8, 0.03)
+    assert (generator.JITTER_P95_MAX, generator.MES_P5_MIN) == (0.03, 60)
+    assert (generator.SERVICE_LEVEL_GOAL, generator.RESTARTS_PER_HOUR) == (0.8, 3)
+
+
+def test_outcome_groups_are_read_from_the_recording_rules() -> None:
+    assert generator.ANSWERED == 'outcome="answered"'
+    assert generator.EFFECTIVE == 'outcome=~"answered|busy|no_answer|rejected|cancelled"'
+    assert generator.LEFT_QUEUE == 'outcome=~"answered|abandoned"'
+    assert (generator.SERVICE_LEVEL_LE, generator.SERVICE_LEVEL_SECONDS) == ("20.0", 20)
+    asr = "server_trunk_direction:asterisk_trunk_calls_answered:rate15m"
+    with pytest.raises(SystemExit, match="no longer matches"):
+        generator.from_record(asr, r'(outcome="busy")')
