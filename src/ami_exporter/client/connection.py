@@ -189,6 +189,7 @@ class AMIClient:
     async def _one_session(self) -> float:
         """Run one connection from connect to loss; return the delay before the next try."""
         state = self.state
+        state.peers.wanted.clear()  # re-polls asked for in an earlier session: stale
         try:
             await self._connect()
             await self._login()
@@ -306,7 +307,6 @@ class AMIClient:
         protocol = self._protocol
         assert protocol is not None
         wanted = asyncio.Event()
-        self.state.peers.wanted.clear()  # asked for in an earlier session: stale
         self.state.peers.on_wanted = wanted.set
         workers = [
             asyncio.create_task(self._initial_sync_then_resync(wanted), name="resync"),
@@ -386,7 +386,8 @@ class AMIClient:
         PeerStatus change), at most one a REFRESH_GAP: one small answer instead of a whole
         SIPpeers list, and a flapping fleet cannot turn into a flood of actions."""
         while True:
-            await wanted.wait()
+            if not self.state.peers.wanted:  # some may have come with the login's events
+                await wanted.wait()
             wanted.clear()
             sent = True
             while sent:

@@ -25,7 +25,8 @@ contact is not listed by ``PJSIPShowContacts`` (it answers ``No Contacts found``
 answer only drops the contacts added by registration; the endpoint-level ``PeerStatus`` and
 the polled device state correct the qualified contacts when they disagree.
 
-Every peer is tracked (at most :data:`MAX_PEERS`) and counted by tech and status; only the
+Every peer is tracked (at most :data:`MAX_PEERS` selected and as many others) and counted by
+tech and status; only the
 peers the operator selected (the per-server include/exclude regexes; by default every name
 that is not all digits, as agent phones are numbers) get series of their own. Every update is
 O(1) per event or list item.
@@ -237,6 +238,7 @@ class PeerState:
         self.changes: dict[tuple[str, str], int] = {}  # (tech, new status) -> changes
         self.registrations: dict[tuple[str, str], Registration] = {}
         self.dropped_peers = 0  # peers not tracked because MAX_PEERS was reached
+        self._tracked = {False: 0, True: 0}  # peers tracked, by selected
         self.dropped_contacts = 0  # contact updates not tracked: the endpoint has MAX_CONTACTS
         # Targeted re-polls the client should send: ("SIPshowpeer", name) or
         # ("SIPshowregistry", ""), in arrival order; ``on_wanted`` wakes the client.
@@ -257,8 +259,10 @@ class PeerState:
             self._exclude = re.compile(exclude) if exclude else None
         else:
             self._exclude = _ALL_DIGITS
+        self._tracked = {False: 0, True: 0}
         for (_, name), peer in self.peers.items():
             peer.selected = self.selected(name)
+            self._tracked[peer.selected] += 1
 
     def selected(self, name: str) -> bool:
         if self._include is not None and self._include.search(name) is None:
@@ -276,12 +280,16 @@ class PeerState:
         if peer is None:
             if not name:
                 return None
-            if len(self.peers) >= MAX_PEERS:
+            selected = self.selected(name)
+            # The cap holds for selected and other peers each: 10,000 phones first must not
+            # leave the trunks untracked.
+            if self._tracked[selected] >= MAX_PEERS:
                 if not self.dropped_peers:
                     log.warning("more than %d peers: the rest are not tracked", MAX_PEERS)
                 self.dropped_peers += 1
                 return None
-            peer = self.peers[key] = Peer(selected=self.selected(name))
+            peer = self.peers[key] = Peer(selected=selected)
+            self._tracked[selected] += 1
             self._count(tech, peer.status, 1)
         return peer
 
@@ -313,6 +321,7 @@ class PeerState:
         peer = self.peers.pop(key, None)
         if peer is not None:
             self._count(key[0], peer.status, -1)
+            self._tracked[peer.selected] -= 1
 
     def on_peer_status(self, msg: Message) -> None:
         """``PeerStatus``: ``ChannelType``, ``Peer`` (``SIP/name``), ``PeerStatus``, ``Time``."""
