@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import FakeClock, ev, read_capture, samples_of, value
+from helpers import FakeClock, ev, read_capture, samples_of, value, wait_for
 from prometheus_client import generate_latest
 from test_permissions import (
     ExporterFactory,
@@ -117,6 +117,7 @@ async def test_peer_series_are_not_exported_while_the_session_is_down(
     asterisk = RecordedAsterisk("pjsip/answers.exporter", listener_events(TRUNK_DOWN))
     exp = await run_recorded(ami_server, exporter, asterisk)
     await exp.client.stop()
+    await wait_for(lambda: not exp.state.up, what="the session down")
     m = await exp.scrape()
     for family in ("asterisk_peer_up", "asterisk_peer_rtt_seconds", "asterisk_peers"):
         assert not samples_of(m, family), family

@@ -14,15 +14,17 @@ Expected sets are read from the capture bytes here, never from the exporter's co
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
-from amiserver import Connection, Handler, TestAMIServer
+from amiserver import LOGIN_EVENTS, Connection, Handler, TestAMIServer
 from helpers import Exporter, read_capture, server_config, wait_for
 
 from ami_exporter.ami.protocol import Message
+from ami_exporter.cli.check import check_servers
 from ami_exporter.client import polls
 
 pytestmark = pytest.mark.e2e
@@ -132,9 +134,9 @@ class RecordedAsterisk:
                 conn.write(events)
 
             on_action["pjsipshowregistrationsoutbound"] = then_events
-            login_events: list[bytes] = []
+            login_events: list[Message | bytes] = []
         else:
-            login_events = [self.events] if self.events else []
+            login_events = [self.events] if self.events else list(LOGIN_EVENTS)
         self.server = await ami_server(events=login_events, on_action=on_action)
         return self.server
 
@@ -233,3 +235,29 @@ def test_list_commands_parses_the_recorded_answers() -> None:
         msg = Message("response", "Success", headers)
         assert polls.parse_commands(msg) == listed_commands(name)
     assert len(listed_commands("sip18/answers.exporter")) == 90  # CAPTURES.md: 90 actions
+
+
+@pytest.mark.parametrize("user", ["exporter", "leastpriv"])
+async def test_check_reports_what_each_write_class_buys(
+    ami_server: ServerFactory, user: str
+) -> None:
+    asterisk = RecordedAsterisk(f"pjsip/answers.{user}")
+    server = await asterisk.start(ami_server)
+    out = io.StringIO()
+    code = await check_servers([server_config(server.port)], out, events_wait=0.2)
+    text = out.getvalue()
+    listed = listed_commands(f"pjsip/answers.{user}")
+    assert f"[ OK ] commands: ListCommands lists {len(listed)} actions" in text
+    # No chan_sip, no chan_iax2 on this Asterisk: nothing to grant, and nothing is sent.
+    assert (
+        "[INFO] commands: SIPpeers, SIPshowpeer, SIPshowregistry, IAXpeerlist not available" in text
+    )
+    endpoints = "commands: PJSIPShowEndpoints, PJSIPShowAors, PJSIPShowContacts"
+    if user == "leastpriv":
+        assert f"[WARN] {endpoints} not allowed for 'exporter' - write class system buys" in text
+        assert code == 0  # a warning: the exporter works, with less
+    else:
+        assert f"[ OK ] {endpoints} allowed (system:" in text
+    assert "[ OK ] commands: QueueStatus, QueueSummary allowed" in text
+    sent = {name.lower() for name in asterisk.sent}
+    assert sent <= listed, sorted(sent - listed)
