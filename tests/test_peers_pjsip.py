@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import FakeClock, ev, read_capture, samples_of, value, wait_for
+from helpers import FakeClock, ev, read_capture, replay_events, samples_of, value, wait_for
 from prometheus_client import generate_latest
 from test_permissions import (
     ExporterFactory,
@@ -23,6 +23,9 @@ from test_permissions import (
     run_recorded,
 )
 
+from ami_exporter.ami.protocol import Message
+from ami_exporter.ami.session import ActionResult
+from ami_exporter.client.polls import poll_optional
 from ami_exporter.metrics.collector import build_registry
 from ami_exporter.state.server import ServerState
 
@@ -181,3 +184,22 @@ def value_of(text: str, series: str) -> float | None:
         if line.startswith(series + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+async def test_collector_peers_off_sends_no_peer_poll_and_exports_no_peer_series() -> None:
+    state = ServerState("test")
+    state.configure(peers=False)
+    state.record_session_up()
+    replay_events(state, TRUNK_DOWN)
+    sent: list[str] = []
+    failed = Message("response", "Error", [("Response", "Error"), ("Message", "whatever")])
+
+    async def request(name: str, **kw: object) -> ActionResult:
+        sent.append(name)
+        return ActionResult("x", name, failed)
+
+    await poll_optional(request, state, queues=True, skip=set(), timeout=1)
+    assert sent == ["QueueStatus", "QueueSummary"]
+    text = generate_latest(build_registry([state])).decode()
+    assert not [line for line in text.splitlines() if line.startswith("asterisk_peer")]
+    assert "asterisk_registration_up{" not in text

@@ -117,14 +117,14 @@ TABLE: Final = (
         "asterisk_peers_dropped",
         "Peers not tracked (so not exported) because the per-server cap on peers was reached.",
         ("server",),
-        lambda st: one(st.peers.dropped_peers),
+        lambda st: one(st.peers.dropped_peers if st.peers.enabled else None),
     ),
     counter(
         "asterisk_peer_contacts_dropped",
         "PJSIP contact updates (ContactStatus events, PJSIPShowContacts items) not tracked "
         f"because their endpoint already has {MAX_CONTACTS} contacts tracked (the cap).",
         ("server",),
-        lambda st: one(st.peers.dropped_contacts),
+        lambda st: one(st.peers.dropped_contacts if st.peers.enabled else None),
     ),
 )
 
