@@ -26,10 +26,9 @@ answer only drops the contacts added by registration; the endpoint-level ``PeerS
 the polled device state correct the qualified contacts when they disagree.
 
 Every peer is tracked (at most :data:`MAX_PEERS` selected and as many others) and counted by
-tech and status; only the
-peers the operator selected (the per-server include/exclude regexes; by default every name
-that is not all digits, as agent phones are numbers) get series of their own. Every update is
-O(1) per event or list item.
+tech and status; only the peers the operator selected (the per-server include/exclude regexes;
+by default every name that is not all digits, as agent phones are numbers) get series of their
+own. Every update is O(1) per event or list item.
 """
 
 from __future__ import annotations
