@@ -261,3 +261,16 @@ async def test_check_reports_what_each_write_class_buys(
     assert "[ OK ] commands: QueueStatus, QueueSummary allowed" in text
     sent = {name.lower() for name in asterisk.sent}
     assert sent <= listed, sorted(sent - listed)
+
+
+async def test_core_actions_not_listed_are_not_sent(
+    ami_server: ServerFactory, exporter: ExporterFactory
+) -> None:
+    """A user without write = reporting/system: ListCommands lacks the Core* actions."""
+    asterisk = RecordedAsterisk("pjsip/answers.leastpriv")
+    (listing,) = recorded_answers("pjsip/answers.leastpriv")["listcommands"]
+    lines = [line for line in listing.split(b"\r\n") if not line.startswith(b"Core")]
+    asterisk.extra["listcommands"] = [b"\r\n".join(lines)]
+    await run_recorded(ami_server, exporter, asterisk)
+    assert not [name for name in asterisk.sent if name.startswith("Core")]
+    assert "QueueSummary" in asterisk.sent  # the rest goes on

@@ -363,11 +363,14 @@ class AMIClient:
 
     def _skip_core(self, skip: set[str]) -> None:
         """The core actions ListCommands does not list for this user: never sent."""
-        for action in ("CoreSettings", "CoreStatus", "CoreShowChannels"):
-            if not polls.allows(self._allowed, action):
-                skip.add(action)
-                why = "not in ListCommands for this user: grant write = system or reporting"
-                polls.log_absent(self.state, action, why, self._log)
+        missing = [a for a in polls.CORE_ACTIONS[:3] if not polls.allows(self._allowed, a)]
+        if missing:
+            skip.update(missing)
+            # A misconfiguration that costs the live channel set: a warning at each login.
+            self._log.warning(
+                "%s not in ListCommands for this user; not sent (grant write = reporting)",
+                ", ".join(missing),
+            )
 
     async def _poll_optional(self, skip: set[str]) -> None:
         """Peers, registrations and (opt-in) queues, where this user may ask for them."""
