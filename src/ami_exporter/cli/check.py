@@ -537,11 +537,16 @@ def _report_class(
             "(nothing to poll; the exporter never sends them)",
         )
     if refused:
+        caution = (
+            " (system also allows ModuleLoad, DBPut, DialplanExtensionAdd...: grant it knowingly)"
+            if write_class == "system"
+            else ""
+        )
         report.add(
             WARN,
             f"commands: {', '.join(refused)} not allowed for {cfg.username!r} - write class "
             f"{write_class} buys {buys}: add it to 'write' of [{cfg.username}] in manager.conf, "
-            "then 'manager reload'",
+            f"then 'manager reload'{caution}",
         )
 
 
