@@ -23,7 +23,7 @@ from test_permissions import (
     run_recorded,
 )
 
-from ami_exporter.ami.protocol import Message
+from ami_exporter.ami.protocol import AMIParser, Message
 from ami_exporter.ami.session import ActionResult
 from ami_exporter.client.polls import poll_optional
 from ami_exporter.metrics.collector import build_registry
@@ -93,6 +93,12 @@ async def test_trunk_down_with_the_exporter_users_answers(
             assert got == (0 if fields["DeviceState"] == "Unavailable" else 1), name
     peers = samples_of(m, "asterisk_peers")
     assert sum(peers.values()) == len(endpoints) == 9
+    # The first reachable endpoint with no round trip known had its detail asked for: carrier2
+    # where the events came first, carrier where the polls did. This server answers Permission
+    # denied for what it has no recording of: the action is then skipped for the session.
+    assert asterisk.server is not None
+    details = [m.get("Endpoint") for m in asterisk.server.received if m.name == "PJSIPShowEndpoint"]
+    assert details == (["carrier"] if events_after_polls else ["carrier2"])
     assert value(m, "asterisk_peers", **S, tech="PJSIP", status="unmonitored") == 3
     assert value(m, "asterisk_registration_up", **S, tech="PJSIP", registration="regtrunk") == 1
 
@@ -203,3 +209,29 @@ async def test_collector_peers_off_sends_no_peer_poll_and_exports_no_peer_series
     text = generate_latest(build_registry([state])).decode()
     assert not [line for line in text.splitlines() if line.startswith("asterisk_peer")]
     assert "asterisk_registration_up{" not in text
+
+
+def test_an_endpoint_no_event_named_gets_its_round_trip_from_its_detail() -> None:
+    """Polls only (no event): the endpoint list makes carrier and carrier2 reachable without a
+    round trip; PJSIPShowEndpoint's ContactStatusDetail (recorded for carrier) gives it."""
+    state = ServerState("test")
+    answers = recorded_answers("pjsip/answers.exporter")
+
+    def items(blocks: list[bytes]) -> list[Message]:
+        return AMIParser(expect_banner=False).feed(b"".join(b + b"\r\n\r\n" for b in blocks))
+
+    state.peers.apply_aor_list(items(answers["pjsipshowaors"]))
+    state.peers.apply_endpoint_list(items(answers["pjsipshowendpoints"]))
+    wanted = []
+    while (what := state.peers.pop_wanted()) is not None:
+        wanted.append(what)
+    assert wanted == [("PJSIPShowEndpoint", "carrier"), ("PJSIPShowEndpoint", "carrier2")]
+    detail = items(recorded_answers("pjsip/commands.admin")["pjsipshowendpoint"])
+    (contact,) = [m for m in detail if m.name == "ContactStatusDetail"]
+    assert (contact["Status"], contact["RoundtripUsec"]) == ("Reachable", "367")
+    state.peers.apply_endpoint_detail(detail)
+    carrier = state.peers.peers[("PJSIP", "carrier")]
+    assert (carrier.status, carrier.rtt) == ("reachable", 367e-6)
+    # Asked once: the next poll does not ask again within the interval.
+    state.peers.apply_endpoint_list(items(answers["pjsipshowendpoints"]))
+    assert state.peers.pop_wanted() is None

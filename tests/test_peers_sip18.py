@@ -37,8 +37,10 @@ REGISTRATION = "lab@127.0.0.1:5274"
 
 
 def sip_show_peer() -> dict[str, list[bytes]]:
-    """The recorded SIPshowpeer answer (commands.admin, Peer: carrier)."""
-    return {"sipshowpeer": recorded_answers("sip18/commands.admin")["sipshowpeer"]}
+    """The recorded SIPshowpeer (Peer: carrier) and PJSIPShowEndpoint (Endpoint: pjcarrier)
+    answers of commands.admin."""
+    admin = recorded_answers("sip18/commands.admin")
+    return {name: admin[name] for name in ("sipshowpeer", "pjsipshowendpoint")}
 
 
 def sip_peers_status(answers: str) -> dict[str, str]:
@@ -58,6 +60,8 @@ async def test_trunk_down_sip_with_the_recorded_answers(
     exp = await run_recorded(ami_server, exporter, asterisk)
     # Reachable came without Time: one SIPshowpeer for the carrier gives its round trip.
     await wait_for(lambda: "SIPshowpeer" in asterisk.sent, what="the SIPshowpeer re-poll")
+    if user == "exporter":
+        await wait_for(lambda: "PJSIPShowEndpoint" in asterisk.sent, what="the endpoint detail")
     await exp.client._request("Ping", timeout=5)
     assert asterisk.server is not None
     asked = [m for m in asterisk.server.received if m.name == "SIPshowpeer"]
@@ -80,6 +84,9 @@ async def test_trunk_down_sip_with_the_recorded_answers(
     # The PJSIP endpoint (qualified, "Not in use") only where the user may list endpoints.
     pjcarrier = value(m, "asterisk_peer_up", **S, tech="PJSIP", peer="pjcarrier")
     assert pjcarrier == (1 if user == "exporter" else None)
+    # No event gave its round trip: its detail did (ContactStatusDetail RoundtripUsec 462).
+    rtt = value(m, "asterisk_peer_rtt_seconds", **S, tech="PJSIP", peer="pjcarrier")
+    assert rtt == (462e-6 if user == "exporter" else None)
     assert value(m, "asterisk_registration_up", **S, tech="SIP", registration=REGISTRATION) == 1
     registrations = [k for (n, k) in m if n == "asterisk_registration_up"]
     assert len(registrations) == 1  # the event's "lab@127.0.0.1" folded into the polled one

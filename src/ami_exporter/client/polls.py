@@ -59,7 +59,7 @@ QUEUE_POLLS: Final[tuple[Poll, ...]] = (
 _POLL_OF: Final = {poll[0]: poll for poll in PEER_POLLS}
 # Every action the exporter may send, with what it is for (``check`` reports these).
 CORE_ACTIONS: Final = ("CoreSettings", "CoreStatus", "CoreShowChannels", "Ping")
-REFRESH_ACTIONS: Final = ("SIPshowpeer",)
+REFRESH_ACTIONS: Final = ("SIPshowpeer", "PJSIPShowEndpoint")
 # Headers of the ListCommands answer that are not action names.
 _NOT_ACTIONS: Final = frozenset({"response", "actionid", "message", "eventlist"})
 
@@ -196,8 +196,9 @@ async def refresh_one(
     timeout: float,
 ) -> bool:
     """Send the oldest targeted re-poll the state asked for (:meth:`PeerState.pop_wanted`):
-    ``SIPshowpeer`` for a chan_sip peer's round trip after a change, ``SIPshowregistry``
-    where a ``Registry`` event named no single registration. False when none was sent."""
+    ``SIPshowpeer`` for a chan_sip peer's round trip after a change, ``PJSIPShowEndpoint``
+    for a reachable PJSIP endpoint's, ``SIPshowregistry`` where a ``Registry`` event named no
+    single registration. False when none was sent."""
     while (wanted := state.peers.pop_wanted()) is not None:
         action, name = wanted
         if action in skip or not allows(allowed, action) or not state.peers.enabled:
@@ -205,12 +206,25 @@ async def refresh_one(
         if action == "SIPshowregistry":
             await _poll(request, state, _POLL_OF[action], skip, timeout, log)
             return True
+        detail = action == "PJSIPShowEndpoint"
         try:
-            result = await request(action, timeout=timeout, Peer=name)
+            if detail:
+                result = await request(
+                    action,
+                    timeout=timeout,
+                    complete_event="EndpointDetailComplete",
+                    list_items=("ContactStatusDetail",),
+                    Endpoint=name,
+                )
+            else:
+                result = await request(action, timeout=timeout, Peer=name)
         except TimeoutError:
             return True
-        if result.ok:
-            state.peers.apply_sip_peer(result.response)
+        if result.ok and not result.truncated:
+            if detail:
+                state.peers.apply_endpoint_detail(result.items)
+            else:
+                state.peers.apply_sip_peer(result.response)
         elif failure_kind(result.response) in ("unknown_action", "permission"):
             skip.add(action)
         return True

@@ -13,8 +13,10 @@ Sources (AMI reference 3.10; what real Asterisk sends is in ``tests/fixtures/pjs
   by registration only), ``SIPshowregistry`` (``RegistryEntry``) and
   ``PJSIPShowRegistrationsOutbound`` (``OutboundRegistrationDetail``);
 * targeted re-polls: ``SIPshowpeer`` for a chan_sip peer whose ``PeerStatus`` came without a
-  round trip (12+ never sends ``Time``), ``SIPshowregistry`` when a ``Registry`` event cannot
-  be told apart (it names the registrar's host, not its port). See :meth:`PeerState.pop_wanted`.
+  round trip (12+ never sends ``Time``), ``PJSIPShowEndpoint`` (``ContactStatusDetail``) for
+  a reachable PJSIP endpoint no event gave a round trip for, ``SIPshowregistry`` when a
+  ``Registry`` event cannot be told apart (it names the registrar's host, not its port).
+  See :meth:`PeerState.pop_wanted`.
 
 A peer is ``(tech, name)``: ``SIP``/``IAX2`` peers by name, ``PJSIP`` endpoints by endpoint
 name. Its status is one of :data:`STATUSES`; ``up`` is 1 for ``reachable``, ``lagged`` and
@@ -55,6 +57,9 @@ MAX_URI_LENGTH: Final = 512  # contact and client URIs used as keys (never expor
 # waiting (a flapping fleet must not turn into a flood of actions).
 REFRESH_PEER_INTERVAL: Final = 30.0
 MAX_REFRESH_WANTED: Final = 64
+# PJSIPShowEndpoint (a 4 KB answer) for a reachable endpoint whose round trip no event gave:
+# at most once per endpoint in this many seconds.
+REFRESH_DETAIL_INTERVAL: Final = 600.0
 # chan_sip re-registers EXPIRY_GUARD_SECS (15 s) before the registrar's expiry; a refresh that
 # has not succeeded by then has let the registration lapse. Without a polled Refresh, a
 # pending registration is down this long after its first "Request Sent" (registertimeout's
@@ -243,7 +248,7 @@ class PeerState:
         # ("SIPshowregistry", ""), in arrival order; ``on_wanted`` wakes the client.
         self.wanted: dict[tuple[str, str], None] = {}
         self.on_wanted: Callable[[], None] | None = None
-        self._refreshed: dict[str, float] = {}  # SIP peer -> when it was last re-polled
+        self._refreshed: dict[tuple[str, str], float] = {}  # (action, peer) -> last asked
         self._now = now or (lambda: 0.0)
         self._include: re.Pattern[str] | None = None
         self._exclude: re.Pattern[str] | None = _ALL_DIGITS
@@ -353,18 +358,25 @@ class PeerState:
             peer.rtt = None
         self._set(tech, peer, status, event=True)
 
-    def _want_peer(self, name: str, peer: Peer) -> None:
-        """Ask the client for a ``SIPshowpeer`` of a selected peer, rate-limited."""
+    def _want_peer(
+        self,
+        name: str,
+        peer: Peer,
+        action: str = "SIPshowpeer",
+        every: float = REFRESH_PEER_INTERVAL,
+    ) -> None:
+        """Ask the client for ``action`` about a selected peer, at most once per ``every``."""
         if not peer.selected or len(self.wanted) >= MAX_REFRESH_WANTED:
             return
         now = self._now()
-        last = self._refreshed.get(name)
-        if last is not None and now - last < REFRESH_PEER_INTERVAL:
+        key = (action, name)
+        last = self._refreshed.get(key)
+        if last is not None and now - last < every:
             return
-        self._refreshed[name] = now
+        self._refreshed[key] = now
         if len(self._refreshed) > MAX_PEERS:
             self._refreshed.clear()  # bounded: at worst one extra re-poll per peer
-        self._want(("SIPshowpeer", name))
+        self._want(key)
 
     def _want(self, what: tuple[str, str]) -> None:
         if what not in self.wanted:
@@ -553,6 +565,35 @@ class PeerState:
             self._set("PJSIP", peer, self._from_contacts(peer), event=False)
         else:
             self._endpoint_online(peer, online, event=False)
+        if peer.status == "reachable" and peer.rtt is None:
+            # Qualified and reachable, but no event since we connected gave its round trip.
+            name = _name(item.get("ObjectName"))
+            self._want_peer(name, peer, "PJSIPShowEndpoint", REFRESH_DETAIL_INTERVAL)
+
+    def apply_endpoint_detail(self, items: Iterable[Message]) -> None:
+        """``PJSIPShowEndpoint`` (``ContactStatusDetail`` items: AOR, URI, Status,
+        RoundtripUsec, EndpointName): the status and round trip of one endpoint's contacts."""
+        touched: dict[str, Peer] = {}
+        for item in items:
+            if item.name != "ContactStatusDetail":
+                continue
+            name = _name(item.get("EndpointName") or item.get("AOR"))
+            peer = self.peers.get(("PJSIP", name))
+            uri = (item.get("URI") or "")[:MAX_URI_LENGTH]
+            if peer is None or not uri:
+                continue
+            contact = peer.contacts.get(uri)
+            if contact is None:
+                if len(peer.contacts) >= MAX_CONTACTS:
+                    self._drop_contact()
+                    continue
+                contact = peer.contacts[uri] = Contact("unknown")
+            status = _CONTACT_STATUS.get((item.get("Status") or "").strip().lower(), "other")
+            contact.status = "registered" if contact.dynamic and status == "unmonitored" else status
+            contact.rtt = _usec(item.get("RoundtripUsec"), contact.status)
+            touched[name] = peer
+        for peer in touched.values():
+            self._set("PJSIP", peer, self._from_contacts(peer), event=False)
 
     def apply_contact_list(self, items: Iterable[Message]) -> None:
         """A ``PJSIPShowContacts`` snapshot (``ContactList``): the contacts added by
