@@ -9,7 +9,10 @@ failure, the fix to try:
 2. ``tcp``: connect (refused, timeout, unreachable; the TLS handshake with ``--ami.tls``);
 3. ``banner``: an AMI banner, and its version;
 4. ``login``: ``Login`` with ``Events: on``;
-5. ``action``: ``CoreSettings``, ``CoreStatus``, ``CoreShowChannels``, ``Ping`` are allowed;
+5. ``commands``: what ``ListCommands`` (no privilege needed) lists for this user: which of the
+   exporter's actions are allowed, which are missing (module not loaded, or which write class
+   to grant) and what each write class buys;
+   ``action``: ``CoreSettings``, ``CoreStatus``, ``CoreShowChannels``, ``Ping`` are allowed;
 6. ``events``: events arrive at all, and ``FullyBooted`` came (read class ``system``);
 7. ``summary``: active channels and calls, Asterisk uptime, last reload; then ``Logoff``.
 
@@ -55,6 +58,7 @@ from ami_exporter.ami.session import (
 )
 from ami_exporter.ami.values import local_timestamp, to_float
 from ami_exporter.cli.prepare import prepare
+from ami_exporter.client import polls
 from ami_exporter.client.tls import client_ssl_context
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.config.flags import build_arg_parser
@@ -85,6 +89,34 @@ INFO: Final = "[INFO]"
 
 # What the summary and the exporter rely on; all need write class system or reporting but Ping.
 CORE_ACTIONS: Final = ("CoreSettings", "CoreStatus", "CoreShowChannels", "Ping")
+# What each manager.conf write class buys the exporter: (class, actions, what they give).
+WRITE_CLASSES: Final = (
+    (
+        "reporting (or system)",
+        ("CoreSettings", "CoreStatus", "CoreShowChannels"),
+        "version, uptime, reloads and the live channel set after every (re)connect",
+    ),
+    (
+        "reporting (or system)",
+        ("SIPpeers", "SIPshowpeer", "SIPshowregistry", "IAXpeerlist"),
+        "chan_sip/IAX2 peers, their qualify round trip, chan_sip registrations",
+    ),
+    (
+        "reporting (or system)",
+        ("PJSIPShowRegistrationsOutbound",),
+        "PJSIP outbound registrations",
+    ),
+    (
+        "system",
+        ("PJSIPShowEndpoints", "PJSIPShowAors", "PJSIPShowContacts"),
+        "every PJSIP endpoint, also the ones that sent no event since the exporter connected, "
+        "and which static contacts are qualified",
+    ),
+    ("none", ("QueueStatus", "QueueSummary"), "queue gauges (with queues: true)"),
+)
+# The module an action belongs to, by name prefix: where none of its actions is listed, the
+# module is not loaded (nothing to grant).
+_MODULES: Final = (("PJSIP", "res_pjsip"), ("SIP", "chan_sip"), ("IAX", "chan_iax2"))
 
 # The secret of the server being checked (each check task has its own context): masked in
 # anything a server sends back, should one ever echo it.
@@ -356,7 +388,8 @@ async def _diagnose(
     logged_in_at = await _check_login(cfg, session, report)
     if logged_in_at is None:
         return
-    results = await _check_actions(cfg, session, report)
+    allowed = await _check_commands(cfg, session, report)
+    results = await _check_actions(cfg, session, report, allowed)
     if results is None:
         return
     booted = await _check_events(cfg, session, report, logged_in_at, events_wait)
@@ -460,13 +493,94 @@ def _login_failure(username: str, failure: str, message: str) -> str:
     return f"login as {username!r}: {_printable(message or '(no message)')}"
 
 
-async def _check_actions(
+async def _check_commands(
     cfg: ServerConfig, session: _Session, report: ServerReport
+) -> frozenset[str] | None:
+    """Step ``commands``: the actions ``ListCommands`` lists (lower case), or None where it
+    is not answered (a very old Asterisk: the exporter then tries each action)."""
+    timeout = max(cfg.connect_timeout, 2.0)
+    try:
+        result = await session.request("ListCommands", timeout)
+    except (TimeoutError, _Closed):
+        report.add(INFO, "commands: no answer to ListCommands; the exporter tries each action")
+        return None
+    listed = polls.parse_commands(result.response) if result.ok else frozenset()
+    if not listed:
+        why = _printable((result.response.get("Message") or "no actions listed").strip())
+        report.add(INFO, f"commands: ListCommands: {why}; the exporter tries each action")
+        return None
+    report.add(OK, f"commands: ListCommands lists {len(listed)} actions for {cfg.username!r}")
+    for write_class, actions, buys in WRITE_CLASSES:
+        _report_class(cfg, report, listed, (write_class, actions, buys))
+    return listed
+
+
+def _report_class(
+    cfg: ServerConfig,
+    report: ServerReport,
+    listed: frozenset[str],
+    group: tuple[str, tuple[str, ...], str],
+) -> None:
+    """One line per write class group: allowed, or what is missing and why."""
+    write_class, actions, buys = group
+    missing = [a for a in actions if a.lower() not in listed]
+    if not missing:
+        report.add(OK, f"commands: {', '.join(actions)} allowed ({write_class}: {buys})")
+        return
+    absent = [a for a in missing if not _module_loaded(a, listed)]
+    refused = [a for a in missing if a not in absent]
+    if absent:
+        modules = sorted({_module_of(a) for a in absent})
+        report.add(
+            INFO,
+            f"commands: {', '.join(absent)} not available: {', '.join(modules)} not loaded "
+            "(nothing to poll; the exporter never sends them)",
+        )
+    if refused:
+        caution = (
+            " (system also allows ModuleLoad, DBPut, DialplanExtensionAdd...: grant it knowingly)"
+            if write_class == "system"
+            else ""
+        )
+        report.add(
+            WARN,
+            f"commands: {', '.join(refused)} not allowed for {cfg.username!r} - write class "
+            f"{write_class} buys {buys}: add it to 'write' of [{cfg.username}] in manager.conf, "
+            f"then 'manager reload'{caution}",
+        )
+
+
+def _module_of(action: str) -> str:
+    lower = action.lower()
+    return next((module for prefix, module in _MODULES if lower.startswith(prefix.lower())), "")
+
+
+def _module_loaded(action: str, listed: frozenset[str]) -> bool:
+    """Whether the module of ``action`` is loaded: another of its actions is listed (the
+    core and app_queue are judged by the write class alone)."""
+    module = _module_of(action)
+    return not module or any(_module_of(name) == module for name in listed)
+
+
+async def _check_actions(
+    cfg: ServerConfig,
+    session: _Session,
+    report: ServerReport,
+    allowed: frozenset[str] | None = None,
 ) -> dict[str, ActionResult] | None:
-    """Step ``action``: the answers of the allowed actions, or None if the session stopped."""
+    """Step ``action``: the answers of the allowed actions, or None if the session stopped.
+    An action ``allowed`` (ListCommands) does not list is reported, not sent."""
     results: dict[str, ActionResult] = {}
     action_timeout = max(cfg.connect_timeout, 2.0)
     for name in CORE_ACTIONS:
+        if allowed is not None and name.lower() not in allowed:
+            report.fail(
+                f"action {name}: not in ListCommands for {cfg.username!r} - the user lacks a "
+                f"write class for it: add 'write = reporting' (or system) to [{cfg.username}] "
+                "in manager.conf, then 'manager reload'",
+                EXIT_PERMISSION,
+            )
+            continue
         listed = name == "CoreShowChannels"
         complete = "CoreShowChannelsComplete" if listed else None
         items = ("CoreShowChannel",) if listed else ()

@@ -6,10 +6,12 @@ never waits on a scrape, a timer or another coroutine. Per-event work is a few d
 Asterisk logs off any session that stops reading for 100 ms (its ``writetimeout``), so nothing
 slow may ever run on this path.
 
-Session life cycle: connect (timeout) -> banner -> ``Login`` (``Events: on``) -> ``CoreSettings``,
-``CoreStatus``, ``CoreShowChannels`` (rebuild the live channel set) -> ``Ping`` every
-``ping_interval`` and resync every ``resync_interval`` until the session dies -> back off ->
-again. Only read-only actions are ever sent.
+Session life cycle: connect (timeout) -> banner -> ``Login`` (``Events: on``) ->
+``ListCommands`` (what this user may call: nothing else is ever sent) -> ``CoreSettings``,
+``CoreStatus``, ``CoreShowChannels`` (rebuild the live channel set) -> the optional polls
+(:mod:`.polls`) -> ``Ping`` every ``ping_interval``, resync every ``resync_interval`` and the
+targeted re-polls the state asks for (at most one a second) until the session dies -> back off
+-> again. Only read-only actions are ever sent.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ LOGIN_TIMEOUT_MIN = 5.0
 LOGOFF_TIMEOUT = 1.0
 # What replaces the secret in any text a server sends back (a login error that echoes it).
 REDACTED = "<redacted>"
+# Targeted re-polls (SIPshowpeer after a PeerStatus change): at most one per this interval.
+REFRESH_GAP = 1.0
 
 
 class Backoff:
@@ -139,6 +143,7 @@ class AMIClient:
         self._auth_backoff = Backoff(AUTH_BACKOFF_BASE, AUTH_BACKOFF_CAP, self._rng)
         self._ids = itertools.count(1)
         self._protocol: _AMIProtocol | None = None
+        self._allowed: polls.Allowed = None  # this session's ListCommands (None: unknown)
         self._stopping = False
         self._log = logging.LoggerAdapter(log, {"server": config.name})
         state.configure(
@@ -184,6 +189,7 @@ class AMIClient:
     async def _one_session(self) -> float:
         """Run one connection from connect to loss; return the delay before the next try."""
         state = self.state
+        state.peers.wanted.clear()  # re-polls asked for in an earlier session: stale
         try:
             await self._connect()
             await self._login()
@@ -300,8 +306,10 @@ class AMIClient:
     async def _serve(self) -> tuple[str, str]:
         protocol = self._protocol
         assert protocol is not None
+        wanted = asyncio.Event()
+        self.state.peers.on_wanted = wanted.set
         workers = [
-            asyncio.create_task(self._initial_sync_then_resync(), name="resync"),
+            asyncio.create_task(self._initial_sync_then_resync(wanted), name="resync"),
             asyncio.create_task(self._ping_loop(), name="ping"),
         ]
         closed: asyncio.Future[Exception | None] = asyncio.ensure_future(
@@ -311,6 +319,7 @@ class AMIClient:
         try:
             done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.state.peers.on_wanted = None
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
@@ -332,19 +341,39 @@ class AMIClient:
                 return "error", repr(task.exception())
         return "error", "session ended"
 
-    async def _initial_sync_then_resync(self) -> None:
+    async def _initial_sync_then_resync(self, wanted: asyncio.Event) -> None:
         skip: set[str] = set()  # optional actions this session's server lacks
-        await self._sync_core()
-        await self._resync()
+        self._allowed = await polls.learn_commands(
+            self._request, timeout=self.config.ping_interval, logger=self._log
+        )
+        self._skip_core(skip)
+        await self._sync_core(skip)
+        await self._resync(skip)
         await self._poll_optional(skip)
-        while True:
-            await asyncio.sleep(self.config.resync_interval)
-            await self._sync_core()
-            await self._resync()
-            await self._poll_optional(skip)
+        refresh = asyncio.create_task(self._refresh_loop(wanted, skip), name="refresh")
+        try:
+            while True:
+                await asyncio.sleep(self.config.resync_interval)
+                await self._sync_core(skip)
+                await self._resync(skip)
+                await self._poll_optional(skip)
+        finally:
+            refresh.cancel()
+            await asyncio.gather(refresh, return_exceptions=True)
+
+    def _skip_core(self, skip: set[str]) -> None:
+        """The core actions ListCommands does not list for this user: never sent."""
+        missing = [a for a in polls.CORE_ACTIONS[:3] if not polls.allows(self._allowed, a)]
+        if missing:
+            skip.update(missing)
+            # A misconfiguration that costs the live channel set: a warning at each login.
+            self._log.warning(
+                "%s not in ListCommands for this user; not sent (grant write = reporting)",
+                ", ".join(missing),
+            )
 
     async def _poll_optional(self, skip: set[str]) -> None:
-        """Peers, registrations and (opt-in) queues, where the server has the modules."""
+        """Peers, registrations and (opt-in) queues, where this user may ask for them."""
         await polls.poll_optional(
             self._request,
             self.state,
@@ -352,24 +381,52 @@ class AMIClient:
             skip=skip,
             timeout=max(self.config.ping_interval, 30.0),
             logger=self._log,
+            allowed=self._allowed,
         )
 
-    async def _sync_core(self) -> None:
+    async def _refresh_loop(self, wanted: asyncio.Event, skip: set[str]) -> None:
+        """Targeted re-polls the state asks for (a chan_sip peer's round trip after a
+        PeerStatus change), at most one a REFRESH_GAP: one small answer instead of a whole
+        SIPpeers list, and a flapping fleet cannot turn into a flood of actions."""
+        while True:
+            if not self.state.peers.wanted:  # some may have come with the login's events
+                await wanted.wait()
+            wanted.clear()
+            sent = True
+            while sent:
+                sent = await polls.refresh_one(
+                    self._request,
+                    self.state,
+                    allowed=self._allowed,
+                    skip=skip,
+                    timeout=self.config.ping_interval,
+                )
+                if sent:  # the rate limit itself: a pause, not a wait for anything
+                    await asyncio.sleep(REFRESH_GAP)
+
+    async def _sync_core(self, skip: set[str]) -> None:
         timeout = self.config.ping_interval
+        status: ActionResult | None = None
         try:
-            settings = await self._request("CoreSettings", timeout=timeout)
-            if settings.ok:
-                self.state.apply_core_settings(settings.response)
-            status = await self._request("CoreStatus", timeout=timeout)
+            if "CoreSettings" not in skip:
+                settings = await self._request("CoreSettings", timeout=timeout)
+                if settings.ok:
+                    self.state.apply_core_settings(settings.response)
+            if "CoreStatus" not in skip:
+                status = await self._request("CoreStatus", timeout=timeout)
         except TimeoutError:
             raise AMISessionLost("ping_timeout", "no answer to CoreSettings/CoreStatus") from None
+        if status is None:
+            return
         if status.ok:
             self.state.apply_core_status(status.response)
         else:
             why = status.response.get("Message")
             self._log.warning("CoreStatus refused: %s (grant write=system or reporting)", why)
 
-    async def _resync(self) -> None:
+    async def _resync(self, skip: set[str]) -> None:
+        if "CoreShowChannels" in skip:
+            return
         state = self.state
         state.resync_begin()
         try:

@@ -70,7 +70,8 @@ class ServerState:
             clock, self.vicidial, resync_grace=resync_grace, max_channels=max_channels
         )
         self.security_events = SecurityEvents()
-        self.peers = PeerState()  # trunks and registrations: events here, polls in client.polls
+        # Trunks and registrations: events here, polls in client.polls.
+        self.peers = PeerState(now=clock.monotonic)
         self.queues = QueueState()  # app_queue, polled (opt-in)
         self.event_counts: dict[bytes, int] = {}  # raw event name -> events received
 
@@ -98,9 +99,12 @@ class ServerState:
         peers_include: str | None = None,
         peers_exclude: str | None = None,
         vicidial: bool = False,
+        peers: bool = True,
     ) -> None:
-        """Per-server options from the configuration (see ``ServerConfig``)."""
+        """Per-server options from the configuration (see ``ServerConfig``); ``peers`` False:
+        no peer/registration polls and no peer series (``--collector.peers``)."""
         self.peers.set_filter(peers_include, peers_exclude)
+        self.peers.enabled = peers
         self.vicidial.enabled = vicidial
 
     # ------------------------------------------------------------------ events
