@@ -139,7 +139,6 @@ def test_installed_sdk_is_the_pinned_build() -> None:
 
 def test_values_of_the_alert_rules_are_read_not_copied() -> None:
     assert generator.TRUNKS == 'peer!~"[0-9]+"'
-    assert generator.PHONES == 'peer=~"[0-9]+"'
     assert generator.CONGESTION_CAUSES == "34|38|41|42"
     assert (generator.CONGESTION_SHARE, generator.ORIGINATE_FAILURE) == (0.2, 0.8)
     assert (generator.RESTART_SECONDS, generator.QUEUE_HOLD) == (600, 300)

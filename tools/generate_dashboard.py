@@ -92,7 +92,6 @@ def from_alert(alert: str, pattern: str) -> str:
 _RATIO_ABOVE: Final = r"\)\s*>\s*([\d.]+)"
 # The peers that are trunks: AsteriskTrunkUnreachable's matcher (agent phones left out).
 TRUNKS: Final = from_alert("AsteriskTrunkUnreachable", r'asterisk_peer_up\{(peer!~"[^"]*")\}')
-PHONES: Final = TRUNKS.replace("!~", "=~", 1)  # the peers the trunk filter leaves out
 CONGESTION_CAUSES: Final = from_alert("AsteriskHangupCongestionShareHigh", r'cause=~"([^"]*)"')
 CONGESTION_SHARE: Final = float(from_alert("AsteriskHangupCongestionShareHigh", _RATIO_ABOVE))
 ORIGINATE_FAILURE: Final = float(from_alert("AsteriskOriginateFailureRatioHigh", _RATIO_ABOVE))
@@ -791,9 +790,10 @@ DESCRIPTIONS: Final = {
     "Registrations up": (
         "Outbound registrations (register => / PJSIP outbound registrations) Registered now."
     ),
-    "Phones reachable": (
-        f"Agent phones and extensions (peers matching {PHONES}, which the trunk panels leave "
-        "out) reachable or registered: it follows the agents' shifts."
+    "Peers reachable": (
+        "Every tracked peer or endpoint, selected or not (asterisk_peers: agent phones and "
+        "extensions included, which get no per-peer series), reachable, lagged or registered: "
+        "it follows the agents' shifts."
     ),
     "Trunk round trip": (
         f"Qualify round trip per trunk (asterisk_peer_rtt_seconds), where Asterisk reports one: "
@@ -809,8 +809,9 @@ DESCRIPTIONS: Final = {
         "Timeout, Unregistered...)."
     ),
     "Trunk status changes per minute": (
-        "Trunk status changes per minute by new status (asterisk_peer_status_changes_total): a "
-        "flapping trunk shows as repeated reachable and unreachable."
+        "Status changes per minute of each trunk (asterisk_peer_status_changes_total) and of all "
+        "peers by new status (asterisk_peers_status_changes_total): a flapping trunk shows as "
+        "a steady rate."
     ),
     # AMI health
     "Login failures per minute": (
@@ -1534,20 +1535,22 @@ def service_level_panels() -> list[tuple[int, int, PanelBuilder]]:
 def trunks_row() -> Row:
     by_peer = f"{BY_SERVER}, tech, peer"
     trunk = latest("asterisk_peer_up", by_peer, TRUNKS)
-    phone = latest("asterisk_peer_up", by_peer, PHONES)
+    up_now = 'status=~"reachable|lagged|registered"'
+    peers_up = f"sum by ({BY_SERVER}) ({sel('asterisk_peers', up_now)})"
     registration = latest("asterisk_registration_up", f"{BY_SERVER}, tech, registration")
     peer = "{{server}} {{tech}}/{{peer}}"
     rtt = [Q(latest("asterisk_peer_rtt_seconds", "server, tech, peer", TRUNKS), peer)]
     reachability = [Q(latest("asterisk_peer_up", "server, tech, peer", TRUNKS), peer)]
     registered = latest("asterisk_registration_up", "server, tech, registration")
     registrations = [Q(registered, "{{server}} {{tech}} {{registration}}")]
-    changes = per_minute("asterisk_peer_status_changes_total", "server, tech, peer, status", TRUNKS)
-    flapping = [Q(changes, peer + " {{status}}")]
+    changes = per_minute("asterisk_peer_status_changes_total", "server, tech, peer", TRUNKS)
+    by_status = per_minute("asterisk_peers_status_changes_total", "server, tech, status")
+    flapping = [Q(changes, peer), Q(by_status, "{{server}} all {{tech}} {{status}}")]
     return (
         Row("Trunk reachability")
         .add(4, 8, neutral("Trunks up", f"count({trunk} == 1) or vector(0)"))
         .add(4, 8, neutral("Registrations up", f"count({registration} == 1) or vector(0)"))
-        .add(4, 8, neutral("Phones reachable", f"count({phone} == 1) or vector(0)"))
+        .add(4, 8, neutral("Peers reachable", f"sum({peers_up}) or vector(0)"))
         .add(12, 8, graph("Trunk round trip", units.Seconds, rtt, right=True))
         .add(12, 10, timeline("Trunk reachability", reachability))
         .add(12, 10, timeline("Registrations", registrations))
