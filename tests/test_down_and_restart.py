@@ -21,10 +21,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import pytest
-from amiserver import LOGIN_EVENTS, Connection, TestAMIServer, reply
+from amiserver import CORE_STATUS, LOGIN_EVENTS, Connection, TestAMIServer, reply
 from helpers import (
     Capture,
     Exporter,
+    FakeClock,
     capture_events,
     capture_messages,
     read_capture,
@@ -298,6 +299,55 @@ def test_a_shutdown_and_the_boot_after_it_of_the_real_restart_capture() -> None:
     shutdowns = sum(1 for b in raws + raw_events(again) if b["Event"] == "Shutdown")
     assert st.restarts_detected == shutdowns == 2
     assert sum(st.tracker.lost.values()) == lost == 0  # Asterisk hung them up before
+
+
+def _restart_state() -> tuple[ServerState, FakeClock, Message, Message, list[Message]]:
+    clock = FakeClock(1_800_000_000.0)
+    st = ServerState("test", clock=clock)
+    events, booted = midcall_login()
+    status = CORE_STATUS
+    st.record_session_up()
+    for msg in events:  # FullyBooted (Uptime 528), then the 20 calls
+        st.handle_event(msg)
+    st.apply_core_status(status)
+    assert len(st.channels) == 20
+    fresh = [m for m in events if m.name == "Newchannel"][:1]
+    return st, clock, booted, status, fresh
+
+
+def _reconnect(st: ServerState, clock: FakeClock, booted: Message, uptime: float) -> None:
+    st.record_session_down()
+    clock.now += 60
+    st.record_session_up()
+    st.handle_event(with_fields(booted, Uptime=str(uptime)))
+
+
+def test_a_call_after_the_new_boot_is_not_lost_when_corestatus_confirms_the_restart() -> None:
+    st, clock, booted, status, fresh = _restart_state()
+    _reconnect(st, clock, booted, uptime=2)  # kill -9: a new boot, found by FullyBooted
+    assert st.tracker.lost["restart"] == 20 and not st.channels
+    st.handle_event(with_fields(fresh[0], Uniqueid="1900000000.1"))  # a call right away
+    st.apply_core_status(with_fields(status, CoreStartupTime="23:59:59"))  # the same boot
+    assert len(st.channels) == 1
+    assert st.tracker.lost == {"shutdown": 0, "restart": 20}
+    assert st.restarts_detected == 1
+
+
+def test_the_boot_after_a_shutdown_forgets_nothing_more_and_a_later_crash_does() -> None:
+    st, clock, booted, status, fresh = _restart_state()
+    shutdown = next(
+        m for m in capture_events("06-reload-shutdown.monitor.raw") if m.name == "Shutdown"
+    )
+    st.handle_event(shutdown)
+    assert st.tracker.lost["shutdown"] == 20
+    _reconnect(st, clock, booted, uptime=2)
+    st.handle_event(with_fields(fresh[0], Uniqueid="1900000000.1"))
+    st.apply_core_status(with_fields(status, CoreStartupTime="23:59:59"))
+    assert len(st.channels) == 1 and st.restarts_detected == 1
+    assert st.tracker.lost == {"shutdown": 20, "restart": 0}
+    _reconnect(st, clock, booted, uptime=1)  # then a crash: no Shutdown this time
+    assert st.tracker.lost == {"shutdown": 20, "restart": 1}
+    assert st.restarts_detected == 2 and not st.channels
 
 
 def test_counters_of_the_trunk_down_replay_stay_while_down_and_live_families_go() -> None:
