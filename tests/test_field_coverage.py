@@ -25,6 +25,7 @@ from ami_exporter.client.polls import poll_optional
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.config.model import ServerConfig
 from ami_exporter.config.servers import load_config_file
+from ami_exporter.state.channels import DIAL_LABELS
 from ami_exporter.state.queues import QueueState
 from ami_exporter.state.server import ServerState
 from ami_exporter.state.vicidial import call_type
@@ -128,7 +129,7 @@ def test_dial_subevent_and_masquerades_of_asterisk_11() -> None:
     st.handle_event(
         ev("Dial", SubEvent="End", Channel="SIP/a-1", UniqueID="1.1", DialStatus="ANSWER")
     )
-    assert st.dials == {"answer": 1}
+    assert st.dials == {**dict.fromkeys(DIAL_LABELS, 0), "answer": 1}
     # 1.8/11: no Linkedid; Local halves are one call, a SIP channel is its own
     for uid, chan in (
         ("1.1", "Local/100@test-0001;1"),
@@ -297,8 +298,12 @@ async def test_replayed_queue_call_counts_queue_events(
     m = await exp.scrape()
     for name in ("QueueCallerJoin", "QueueCallerLeave", "AgentConnect", "AgentComplete"):
         assert value(m, "asterisk_ami_events_total", **S, event=name) == 1, name
-    # The test server answers the polls with "Permission denied": no series, no crash.
-    assert not samples_of(m, "asterisk_queue_callers")
+    # The test server answers the polls with "Permission denied": the queue is known from its
+    # live events alone (one caller joined and left, answered after 0 s, talked 4 s).
+    q = {**S, "queue": "support"}
+    assert value(m, "asterisk_queue_callers", **q) == 0
+    assert value(m, "asterisk_queue_wait_seconds_count", **q, outcome="answered") == 1
+    assert value(m, "asterisk_queue_talk_seconds_sum", **q) == 4
     assert value(m, "asterisk_ami_up", **S) == 1
 
 

@@ -16,6 +16,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from ami_exporter.metrics.collector import build_registry
+from ami_exporter.state.channels import DIAL_LABELS
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.server import WebServer
 
@@ -392,7 +393,8 @@ async def test_metric_contract_with_real_events() -> None:
     originates = values("asterisk_originates", "result", "reason")
     assert originates[("failure", "busy")] == 1.0
     assert sum(originates.values()) == 1.0
-    assert values("asterisk_dials", "status") == {("busy",): 1.0}
+    dials = values("asterisk_dials", "status")
+    assert dials == {**{(s,): 0.0 for s in DIAL_LABELS}, ("busy",): 1.0}
     events = values("asterisk_ami_events", "event")
     assert events[("Newchannel",)] == 2.0
     assert events[("Hangup",)] == 2.0

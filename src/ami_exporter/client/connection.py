@@ -150,6 +150,7 @@ class AMIClient:
             peers_include=config.peers_include,
             peers_exclude=config.peers_exclude,
             vicidial=config.vicidial,
+            queues=config.queues,
         )
 
     # ------------------------------------------------------------------ main loop

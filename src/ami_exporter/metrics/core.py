@@ -1,4 +1,12 @@
-"""Asterisk's identity and life cycle: version info, start and reload times, restarts."""
+"""Asterisk's identity and life cycle: version info, start and reload times, restarts.
+
+While a session is down the start and reload times are hidden (``live=True``): they describe
+a running Asterisk, which may be gone (``time() - asterisk_core_startup_timestamp_seconds``
+would show an uptime still growing for a crashed Asterisk), and a restart replaces them at
+the next login. ``asterisk_info`` stays: the identity last seen is what an operator wants
+beside a down server, and a join on it (``group_left(version)``) keeps working for the
+counters, which stay.
+"""
 
 from __future__ import annotations
 
@@ -26,15 +34,18 @@ TABLE: Final = (
     ),
     gauge(
         "asterisk_core_startup_timestamp_seconds",
-        "Unix time Asterisk started.",
+        "Unix time Asterisk started (not exported while the session is down).",
         S,
         lambda st: one(st.core.startup_timestamp),
+        live=True,
     ),
     gauge(
         "asterisk_core_reload_timestamp_seconds",
-        "Unix time of Asterisk's last configuration reload.",
+        "Unix time of Asterisk's last configuration reload (not exported while the session "
+        "is down).",
         S,
         lambda st: one(st.core.reload_timestamp),
+        live=True,
     ),
     counter(
         "asterisk_restarts",

@@ -1,4 +1,9 @@
-"""AMI session health: up, connection attempts and failures, ping, events, malformed input."""
+"""AMI session health: up, connection attempts and failures, ping, events, malformed input.
+
+While a session is down only the ping round trip is hidden (``live=True``): it measures a
+session that no longer exists. ``asterisk_ami_up`` is the very signal of the outage, and the
+last-message timestamp is what tells how long the silence has lasted; counters stay.
+"""
 
 from __future__ import annotations
 
@@ -48,9 +53,10 @@ TABLE: Final = (
     ),
     gauge(
         "asterisk_ami_ping_rtt_seconds",
-        "Round trip time of the last AMI Ping.",
+        "Round trip time of the last AMI Ping (not exported while the session is down).",
         S,
         lambda st: one(st.health.ping_rtt),
+        live=True,
     ),
     counter(
         "asterisk_ami_events",

@@ -15,7 +15,16 @@ Ordering rules from the real captures that shape this module:
 * a Hangup for an unknown Uniqueid is normal (it started before we connected, or a resync
   already removed it);
 * a resync snapshot is older than the events that arrive while it is in flight: a channel
-  created, changed or hung up meanwhile is newer than the snapshot and wins over it.
+  created, changed or hung up meanwhile is newer than the snapshot and wins over it;
+* while the session is down events are missed, so after a reconnect the live set is
+  :attr:`ChannelTracker.stale` until the first resync has corrected it;
+* the channels live when Asterisk restarts (a Shutdown, or a new boot found after a crash or
+  ``kill -9``) end without a Hangup: they are counted in ``lost`` and forgotten.
+
+Counters are exported at 0 as soon as their label set is known: a technology seen in any
+channel event or resync has its ``channels_created`` and live count at 0, its duration
+histogram from its first live channel on (a histogram is 14 series: a technology only seen in
+Hangups gets none), and the usual dial statuses and originate outcomes start at 0.
 """
 
 from __future__ import annotations
@@ -44,6 +53,12 @@ MAX_LIVE_CHANNELS: Final = 50_000
 # A Uniqueid is `[<systemname>-]<epoch>.<counter>`: a longer one (or Linkedid) is junk, and
 # must not make a capped channel set cost more than its ~212 bytes a channel.
 MAX_ID_LENGTH: Final = 256
+# Why live channels were forgotten without a Hangup: Asterisk announced Shutdown, or a new boot
+# was found (a crash or kill -9: no Shutdown, no Hangup ever comes).
+LOST_REASONS: Final = ("shutdown", "restart")
+# app_dial's DIALSTATUS values of a Dial that ran (DONTCALL, TORTURE and INVALIDARGS are
+# privacy-manager and argument cases; ABORT, CONTINUE and GOTO are rare): exported from 0.
+DIAL_LABELS: Final = ("answer", "busy", "noanswer", "cancel", "congestion", "chanunavail")
 ORIGINATE_LABELS: Final = (
     ("success", "answered"),
     ("failure", "busy"),
@@ -150,7 +165,8 @@ class ChannelTracker:
         self.channels_created: dict[str, int] = {}
         self.hangups: dict[tuple[str, str, str], int] = {}
         self.originates: dict[tuple[str, str], int] = dict.fromkeys(ORIGINATE_LABELS, 0)
-        self.dials: dict[str, int] = {}
+        self.dials: dict[str, int] = dict.fromkeys(DIAL_LABELS, 0)
+        self.lost: dict[str, int] = dict.fromkeys(LOST_REASONS, 0)
         self.durations: dict[str, Histogram] = {}
         self.resync_added = 0
         self.resyncs_completed = 0  # CoreShowChannels snapshots applied
@@ -165,6 +181,7 @@ class ChannelTracker:
         self._cause_labels: dict[str | None, tuple[str, str]] = {}
 
         # Resync bookkeeping.
+        self.stale = False  # the session went down since the last resync: events were missed
         self._resyncing = False  # a CoreShowChannels is in flight
         self._resync_hungup: set[str] = set()  # hung up while it was in flight
         self._resync_touched: set[str] = set()  # created or changed while it was in flight
@@ -208,7 +225,17 @@ class ChannelTracker:
                 self._techs[tech] = tech
         if len(self._tech_spellings) < MAX_TECH_SPELLINGS:
             self._tech_spellings[raw] = tech
+        self._know_tech(tech)
         return tech
+
+    def _know_tech(self, tech: str) -> None:
+        """A technology seen (off the hot path: once per new spelling): its counters from 0,
+        so that a restarted exporter that learns a call from a resync or a Hangup exports
+        ``channels_created`` 0 rather than nothing."""
+        if tech not in self.channels_created:
+            self.channels_created[tech] = 0
+        if tech not in self.channels_by_tech:
+            self.channels_by_tech[tech] = 0
 
     def _state_label(self, raw: str | None) -> str:
         label = self._state_labels.get(raw)
@@ -347,6 +374,9 @@ class ChannelTracker:
                 channel.call = first.call
         self._note_resync_touch(uid)
         self.channels[uid] = channel
+        if channel.tech not in self.durations:
+            # From 0 while its first channel lives, not at its Hangup: rate() sees 0 -> 1.
+            self.durations[channel.tech] = Histogram()
         _incr(self.channels_by_tech, channel.tech)
         _incr(self.channels_by_state, channel.state)
         _incr(self.calls, channel.call)
@@ -364,9 +394,13 @@ class ChannelTracker:
             del self.calls[channel.call]
         return channel
 
-    def clear(self) -> None:
-        """Forget every live channel (Asterisk restarted or shut down); keep label sets at 0."""
+    def clear(self, reason: str = "restart") -> None:
+        """Forget every live channel, counted as ``lost`` for ``reason`` (Asterisk restarted or
+        shut down: no Hangup will come for them); keep label sets at 0."""
         self.tick()  # ghosts already past their grace stay counted
+        self.lost[reason] = self.lost.get(reason, 0) + len(self.channels)
+        # Removed by a resync and still in their grace: their Hangup will never come now.
+        self._ghosts += len(self._pending_gone)
         self.channels.clear()
         self.calls.clear()
         for key in self.channels_by_tech:
@@ -425,8 +459,14 @@ class ChannelTracker:
             self._pending_gone[uid] = deadline
         return len(gone)
 
+    def session_down(self) -> None:
+        """The session ended: events are missed until the next resync has corrected the set."""
+        self.stale = True
+
     def resync_end(self) -> None:
-        """End a resync; alone, when the CoreShowChannels was refused: keep the live set."""
+        """End a resync; alone, when the CoreShowChannels was refused: keep the live set (the
+        best picture there is, so it is no longer :attr:`stale`)."""
+        self.stale = False
         self._resyncing = False
         self._resync_hungup = set()
         self._resync_touched = set()

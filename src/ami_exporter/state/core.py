@@ -2,8 +2,11 @@
 
 From the banner, ``CoreSettings`` and ``CoreStatus`` (action results) and the ``FullyBooted``,
 ``Shutdown`` and ``Reload`` events. A new boot is seen from a start time that moved: the
-methods that can see one return True, and :class:`~ami_exporter.state.server.ServerState`
-then forgets the live channels (Uniqueids restart at every Asterisk start).
+methods that can see one return True when it is a restart not counted yet, and
+:class:`~ami_exporter.state.server.ServerState` then forgets the live channels (Uniqueids
+restart at every Asterisk start) as lost. A restart already counted (its Shutdown came first,
+or FullyBooted found it before CoreStatus did) returns False: the channels were forgotten
+then, and the ones tracked since are new.
 
 Three sources see restarts, each counting distinct events and none counting one twice:
 ``Shutdown`` events, boots found by FullyBooted's ``Uptime`` (16+) and boots found by
@@ -38,6 +41,7 @@ class CoreState:
         self.startup_timestamp: float | None = None
         self.reload_timestamp: float | None = None
         self.shutdown_seen = False  # a Shutdown event in the current session
+        self._shutdown_pending = False  # a Shutdown seen, and no boot found after it yet
         self._shutdowns = 0
         self._boots_by_uptime = 0  # boots after the first seen, by FullyBooted Uptime
         self._boots_by_corestatus = 0  # the same, by CoreStatus start time
@@ -57,7 +61,7 @@ class CoreState:
 
     def apply_core_status(self, msg: Message) -> bool:
         """CoreStatus gives start and reload times in the server's local time, with no zone;
-        True when its start time changed (a restart).
+        True when its start time changed (a restart) and no other source counted it yet.
 
         The times are read in this process's local zone, which is right when the exporter runs
         beside Asterisk, so they are only used when FullyBooted's zone-free ``Uptime``
@@ -66,9 +70,11 @@ class CoreState:
         date, clock = msg.get("CoreStartupDate"), msg.get("CoreStartupTime")
         raw = f"{date} {clock}" if date and clock else None
         previous, self._corestatus_startup = self._corestatus_startup, raw
-        restarted = raw is not None and previous is not None and raw != previous
-        if restarted:
+        counted = self.restarts_detected
+        booted = raw is not None and previous is not None and raw != previous
+        if booted:
             self._boots_by_corestatus += 1
+        restarted = self._uncounted_boot(booted, counted)
         if not self._uptime_known:
             startup = local_timestamp(date, clock)
             if startup is not None:
@@ -79,12 +85,13 @@ class CoreState:
         return restarted
 
     def on_fully_booted(self, msg: Message) -> bool:
-        """``FullyBooted`` (``Uptime``, ``LastReload`` in 16+); True when it is a new boot."""
+        """``FullyBooted`` (``Uptime``, ``LastReload`` in 16+); True when it is a new boot that
+        no other source counted yet."""
         now = self._time()
-        restarted = False
+        counted = self.restarts_detected
         uptime = to_float(msg.get("Uptime"))
-        if uptime is not None:
-            restarted = self._set_startup_from_uptime(now - uptime)
+        booted = uptime is not None and self._set_startup_from_uptime(now - uptime)
+        restarted = self._uncounted_boot(booted, counted)
         last_reload = to_float(msg.get("LastReload"))
         if last_reload is not None:
             self.reload_timestamp = now - last_reload
@@ -101,6 +108,14 @@ class CoreState:
         self._boots_by_uptime += 1
         return True
 
+    def _uncounted_boot(self, booted: bool, counted: int) -> bool:
+        """A boot found by one source is a restart to act on unless a Shutdown announced it
+        or another source already counted it (``counted``: the count before this source)."""
+        if not booted:
+            return False
+        announced, self._shutdown_pending = self._shutdown_pending, False
+        return not announced and self.restarts_detected > counted
+
     @property
     def restarts_detected(self) -> int:
         """Restarts seen: a Shutdown or a new boot, a Shutdown and its boot counted once."""
@@ -108,6 +123,7 @@ class CoreState:
 
     def on_shutdown(self) -> None:
         self.shutdown_seen = True
+        self._shutdown_pending = True  # the boot after it is the same restart
         self._shutdowns += 1
 
     def on_reload(self) -> None:

@@ -84,6 +84,7 @@ class ConnectionHealth:
 
     def record_session_down(self) -> None:
         self._set_up(False)
+        self.ping_rtt = None  # the round trip of a session that is gone: none until a Pong
 
     def record_disconnect(self, reason: str, detail: str) -> None:
         """A logged-in session ended (not by our own Logoff)."""

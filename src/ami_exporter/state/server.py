@@ -72,7 +72,7 @@ class ServerState:
         self.security_events = SecurityEvents()
         # Trunks and registrations: events here, polls in client.polls.
         self.peers = PeerState(now=clock.monotonic)
-        self.queues = QueueState()  # app_queue, polled (opt-in)
+        self.queues = QueueState(clock)  # app_queue, polled and live (opt-in)
         self.event_counts: dict[bytes, int] = {}  # raw event name -> events received
 
         tracker = self.tracker
@@ -100,12 +100,20 @@ class ServerState:
         peers_exclude: str | None = None,
         vicidial: bool = False,
         peers: bool = True,
+        queues: bool = False,
     ) -> None:
         """Per-server options from the configuration (see ``ServerConfig``); ``peers`` False:
-        no peer/registration polls and no peer series (``--collector.peers``)."""
+        no peer/registration polls and no peer series (``--collector.peers``); ``queues``:
+        the queue polls and live queue events (``--collector.queues``)."""
         self.peers.set_filter(peers_include, peers_exclude)
         self.peers.enabled = peers
         self.vicidial.enabled = vicidial
+        self.queues.enabled = queues  # queue events are parsed only when queues are on
+        for event, handler in self.queues.handlers().items():
+            if queues:
+                self._handlers[event] = handler
+            else:
+                self._handlers.pop(event, None)
 
     # ------------------------------------------------------------------ events
 
@@ -156,11 +164,15 @@ class ServerState:
 
     def _on_fully_booted(self, msg: Message) -> None:
         if self.core.on_fully_booted(msg):
-            self.tracker.clear()  # channels tracked before a new boot can only be ghosts
+            self._forget_live("restart")  # channels tracked before a new boot are dead
 
     def _on_shutdown(self, msg: Message) -> None:
         self.core.on_shutdown()
-        self.tracker.clear()
+        self._forget_live("shutdown")
+
+    def _forget_live(self, reason: str) -> None:
+        self.tracker.clear(reason)
+        self.queues.forget_callers()
 
     def _on_reload(self, msg: Message) -> None:
         self.core.on_reload()
@@ -176,11 +188,13 @@ class ServerState:
     def apply_core_status(self, msg: Message) -> None:
         """CoreStatus: start and reload times; a changed start time means a restart."""
         if self.core.apply_core_status(msg):
-            self.tracker.clear()
+            self._forget_live("restart")
 
     def resync_begin(self) -> None:
-        """Mark the point a CoreShowChannels was sent: later events are newer than it."""
+        """Mark the point a CoreShowChannels (then the polls) was sent: later events are newer
+        than it."""
         self.tracker.resync_begin()
+        self.queues.poll_begin()
 
     def resync_complete(self, items: Iterable[Message]) -> tuple[int, int]:
         """Reconcile the live set with a CoreShowChannels snapshot; return (added, removed)."""
@@ -215,6 +229,8 @@ class ServerState:
 
     def record_session_down(self) -> None:
         self.health.record_session_down()
+        self.tracker.session_down()
+        self.queues.session_down()
 
     def record_disconnect(self, reason: str, detail: str) -> None:
         """A logged-in session ended (not by our own Logoff)."""
