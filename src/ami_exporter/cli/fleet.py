@@ -118,7 +118,18 @@ class Fleet:
 
 
 def _new_client(server: ServerConfig) -> AMIClient:
-    return AMIClient(server, ServerState(server.name))
+    client = AMIClient(server, ServerState(server.name))
+    # Every per-server option, the optional collectors included (--collector.*, YAML keys).
+    client.state.configure(
+        peers_include=server.peers_include,
+        peers_exclude=server.peers_exclude,
+        vicidial=server.vicidial,
+        peers=server.peers,
+        trunks=server.trunks,
+        rtp=server.rtp,
+        queues=server.queues,
+    )
+    return client
 
 
 async def _stop(running: Sequence[_Running], budget: float) -> None:

@@ -73,6 +73,7 @@ class ServerState:
         self.peers = PeerState()  # trunks and registrations: events here, polls in client.polls
         self.queues = QueueState()  # app_queue, polled (opt-in)
         self.event_counts: dict[bytes, int] = {}  # raw event name -> events received
+        self.features: dict[str, bool] = {}  # the optional collectors, set by configure()
 
         tracker = self.tracker
         self._handlers: dict[str, Callable[[Message], None]] = {
@@ -98,10 +99,23 @@ class ServerState:
         peers_include: str | None = None,
         peers_exclude: str | None = None,
         vicidial: bool = False,
+        peers: bool = True,
+        trunks: bool = True,
+        rtp: bool = True,
+        queues: bool = False,
     ) -> None:
         """Per-server options from the configuration (see ``ServerConfig``)."""
         self.peers.set_filter(peers_include, peers_exclude)
         self.vicidial.enabled = vicidial
+        # The optional collectors that are on (--collector.*, per-server keys): for now only
+        # kept here and shown; the collectors of each concern read them.
+        self.features = {
+            "peers": peers,
+            "trunks": trunks,
+            "rtp": rtp,
+            "queues": queues,
+            "vicidial": vicidial,
+        }
 
     # ------------------------------------------------------------------ events
 
