@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from ami_exporter.cli.demo import demo_server
 from ami_exporter.cli.fleet import Fleet
@@ -54,7 +54,8 @@ async def serve(
         return await _serve(config, config.servers, security, reload)
     async with demo_server() as server:
         # The --collector.* flags apply to the demo's server as to any other.
-        server = dataclasses.replace(server, **config.collectors)
+        collectors: dict[str, Any] = dict(config.collectors)
+        server = dataclasses.replace(server, **collectors)
         return await _serve(config, [server], security, None)
 
 
@@ -82,6 +83,10 @@ async def _serve(
         history=history,
         limits=HTTPLimits(max_connections=config.max_connections),
     )
+    if config.shard is not None:
+        web.landing_facts = (
+            f"Shard {config.shard} (--config.shard): {len(servers)} servers of --config.file",
+        )
     if not await _listen(web, config, security):
         return EXIT_CANNOT_LISTEN
     fleet.start(servers)

@@ -38,7 +38,7 @@ from ami_exporter.web.listener import (
     bind,
     fit_to_open_file_limit,
 )
-from ami_exporter.web.statuspage import render_status_page
+from ami_exporter.web.statuspage import Landing, render_status_page
 
 __all__ = ["HTTPLimits", "WebServer"]
 
@@ -133,6 +133,7 @@ class WebServer:
         self.addresses = list(addresses) or [(host, port)]
         self.ports: list[int] = []  # each address's bound port, once started
         self.reload = reload
+        self.landing_facts: tuple[str, ...] = ()  # shown at the top of the status page
         self.telemetry_path = telemetry_path
         self.limits = limits if limits is not None else HTTPLimits()
         self.scrapes = _Scrapes(registry)
@@ -252,4 +253,7 @@ class WebServer:
 
     def _landing_page(self) -> bytes:
         # The status page (see ami_exporter.statuspage): self-contained HTML, no caller data.
-        return render_status_page(self.states, self.history, telemetry_path=self.telemetry_path)
+        landing = Landing(lifecycle=self.reload is not None, facts=self.landing_facts)
+        return render_status_page(
+            self.states, self.history, telemetry_path=self.telemetry_path, landing=landing
+        )
