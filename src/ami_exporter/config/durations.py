@@ -2,9 +2,9 @@
 
 :func:`parse_duration` follows Go's ``time.ParseDuration`` grammar exactly: an optional sign,
 then one or more decimal numbers each followed by a unit (``ns``, ``us``/``µs``/``μs``, ``ms``,
-``s``, ``m``, ``h``), no spaces; ``0`` alone needs no unit. The arithmetic is in integer
-nanoseconds (Go rounds a fraction through a float64, which can differ by a nanosecond at
-most), and a value past Go's range (about 292 years) is refused as it is there. A bare number
+``s``, ``m``, ``h``), no spaces; ``0`` alone needs no unit. The arithmetic is Go's too
+(integer nanoseconds, a fraction through a float64), so every string gives the nanoseconds
+Go gives, and a value past Go's range (about 292 years) is refused as it is there. A bare number
 (``10``, ``2.5``, ``-1``) is also taken, as seconds: what the exporter took before it knew Go
 durations. :func:`format_duration` is Go's ``Duration.String()``, the
 reference the tests round-trip against.
@@ -50,10 +50,10 @@ class DurationError(ValueError):
 def parse_duration(text: str) -> int:
     """``text`` in nanoseconds (negative allowed here: the callers decide what they accept).
 
-    Go's grammar, plus a bare number of seconds. Raises :class:`DurationError`.
+    Go's grammar and arithmetic, plus a bare number of seconds. Raises :class:`DurationError`.
     """
     if _BARE_SECONDS.fullmatch(text):
-        return _bare_seconds(text)
+        return parse_duration(text + "s")
     rest = text
     negative = rest[:1] == "-"
     if rest[:1] in ("-", "+"):
@@ -75,28 +75,43 @@ def parse_duration(text: str) -> int:
         scale = UNITS.get(unit)
         if scale is None:
             raise DurationError(f"unknown unit {unit!r} in duration {text!r}")
-        total += _term_nanoseconds(whole, fraction or "", scale)
-        if total > MAX_NANOSECONDS + (1 if negative else 0):
-            raise DurationError(f"duration {text!r} is out of range (at most about 292 years)")
+        total += _term(whole, fraction or "", scale, text)
+        if total > _LIMIT:
+            raise _out_of_range(text)
         pos = match.end()
-    return -total if negative else total
+    if negative:
+        return -total
+    if total > _LIMIT - 1:
+        raise _out_of_range(text)
+    return total
 
 
-def _term_nanoseconds(whole: str, fraction: str, scale: int) -> int:
-    """``whole.fraction`` times ``scale`` nanoseconds, the fraction truncated as Go does."""
-    value = int(whole or "0") * scale
-    if fraction:
-        value += int(fraction) * scale // 10 ** len(fraction)
+_LIMIT: Final = 2**63  # Go's bound while summing: the magnitude of the most negative int64
+
+
+def _out_of_range(text: str) -> DurationError:
+    return DurationError(f"duration {text!r} is out of range (at most about 292 years)")
+
+
+def _term(whole: str, fraction: str, unit: int, text: str) -> int:
+    """One ``whole.fraction`` times ``unit``, computed as Go's ``time.ParseDuration`` does:
+    the whole part exactly, the fraction through a float64 (truncated), its digits past
+    2**63 ignored."""
+    value = int(whole or "0")
+    if value > _LIMIT or value > _LIMIT // unit:
+        raise _out_of_range(text)
+    value *= unit
+    digits, scale = 0, 1.0
+    for char in fraction:
+        if digits > (_LIMIT - 1) // 10 or digits * 10 + int(char) > _LIMIT:
+            break  # Go stops taking digits once they would overflow
+        digits = digits * 10 + int(char)
+        scale *= 10
+    if digits:
+        value += int(float(digits) * (float(unit) / scale))
+        if value > _LIMIT:
+            raise _out_of_range(text)
     return value
-
-
-def _bare_seconds(text: str) -> int:
-    negative = text[:1] == "-"
-    whole, _, fraction = text.lstrip("+-").partition(".")
-    total = _term_nanoseconds(whole, fraction, SECOND)
-    if total > MAX_NANOSECONDS + (1 if negative else 0):
-        raise DurationError(f"duration {text!r} is out of range (at most about 292 years)")
-    return -total if negative else total
 
 
 def format_duration(nanoseconds: int) -> str:
