@@ -129,7 +129,9 @@ def test_an_address_that_cannot_be_bound_exits_1_and_frees_the_others(tmp_path: 
             "--web.listen-address",
             f"127.0.0.1:{taken}",
         ]
-        result = run_exporter(args, tmp_path, clean_env(AMI_SECRET="listen-Secret-9", AMI_USERNAME="u"))
+        result = run_exporter(
+            args, tmp_path, clean_env(AMI_SECRET="listen-Secret-9", AMI_USERNAME="u")
+        )
     assert result.returncode == 1, result.stderr
     assert "cannot listen" in result.stderr and f"{taken}" in result.stderr
     assert "address already in use" in result.stderr
