@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import re
 import signal
+import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,14 +25,19 @@ from helpers import (
     Proc,
     Samples,
     ev,
+    http_get,
+    require_binary,
     running_exporter,
     samples_of,
     server_config,
     start_exporter_process,
     value,
     wait_for,
+    wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
+
+from ami_exporter import __version__
 
 pytestmark = pytest.mark.e2e
 
@@ -244,3 +251,66 @@ async def test_the_landing_page_lists_reload_only_when_enabled(
             500,
             "failed to reload config: servers.yml:3: unknown server key 'x'\n",
         )
+
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
+]
+
+
+def test_landing_page_fields_in_headless_chromium(tmp_path: Path, procs: list[Proc]) -> None:
+    """exporter-toolkit's landing page fields (name, description, version, links) at the top of
+    the status page, as a browser renders it: with --web.enable-lifecycle, the reload too."""
+    browser = require_binary(
+        "chromium",
+        "chromium-browser",
+        install="apt-get install -y --no-install-recommends chromium (Debian); .ci/run does",
+    )
+    exporter, port = start_exporter_process(
+        procs, tmp_path, ["--demo", "--web.enable-lifecycle", "--collector.queues"]
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: http_get(base + "/-/ready")[0] == 200, 30, "the demo ready", exporter.proc)
+    flags = [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", base + "/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    shot = tmp_path / "landing.png"
+    screenshot = subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1200,900", base + "/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert screenshot.returncode == 0, screenshot.stderr[-2000:]
+    page = dom.stdout
+    about = page.split('<section class="about"')[1].split("</section>")[0]
+    assert "<h2>AMI Exporter</h2>" in about
+    assert "Prometheus exporter for the Asterisk Manager Interface (AMI)" in about
+    assert f"<div>Version: {__version__}</div>" in about
+    links = re.findall(r'<li><a href="([^"]+)">([^<]+)</a>: ([^<]+)</li>', about)
+    assert [(href, text) for href, text, _ in links] == [
+        ("/metrics", "Metrics"),
+        ("/-/healthy", "Health"),
+        ("/-/ready", "Readiness"),
+    ]
+    assert "<li><code>/-/reload</code>: POST or PUT" in about
+    # The demo server's collectors, as --collector.queues set them.
+    assert "collectors on: peers, trunks, rtp, queues" in page
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
