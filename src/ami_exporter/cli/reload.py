@@ -1,4 +1,9 @@
-"""SIGHUP: re-read the configuration files and apply them without a restart, as Prometheus does.
+"""SIGHUP and ``POST /-/reload``: re-read the configuration files and apply them without a
+restart, as Prometheus does.
+
+``POST /-/reload`` (or PUT) is served with ``--web.enable-lifecycle``; it runs the same reload
+as SIGHUP (:meth:`Reloader.reload`, one at a time) and answers its outcome: 200, or 500 with
+the one-line reason the old configuration stays.
 
 What a reload re-reads, with the flags and the environment of the start (flags are never
 reloaded: the listen address, the telemetry path, the log level and format, ``--ami.*`` and

@@ -4,6 +4,12 @@ Go-style flags as other Prometheus exporters use them (``--web.listen-address`` 
 by the exporter and ``ami-exporter check``. The AMI secret never comes from a flag, because
 every local user can read process arguments: it comes from ``AMI_SECRET``,
 ``--ami.secret-file`` or the config file.
+
+Also node_exporter's ``--collector.<name>`` / ``--no-collector.<name>`` /
+``--collector.disable-defaults`` (each optional collector's default for every server),
+repeatable ``--web.listen-address``, ``--web.enable-lifecycle`` and ``--config.shard=K/N``.
+Durations are Go's (``10s``, ``1m30s``, ``500ms``) or bare seconds
+(:mod:`ami_exporter.config.durations`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """``--config.file``: the YAML ``servers:`` list, one exporter for many Asterisks.
 
-Keys a server leaves out default to the ``--ami.*`` flags (and ``AMI_SECRET``). Every problem
+Keys a server leaves out default to the ``--ami.*`` and ``--collector.*`` flags (and
+``AMI_SECRET``); durations are Go's (``10s``, ``1m30s``) or seconds. Every problem
 is a one-line :class:`~ami_exporter.config.errors.ConfigError` naming ``file:line``, and never
 quotes a secret. Names, addresses, users, secrets and paths are taken as written (``0123`` stays
 ``0123``); the YAML rules (no anchors, aliases or tags, no duplicate keys) are
