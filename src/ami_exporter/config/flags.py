@@ -252,7 +252,8 @@ def _add_collector_flags(p: argparse.ArgumentParser) -> None:
         "--collector.disable-defaults",
         dest="collector_disable_defaults",
         action="store_true",
-        help="turn every collector off but those enabled with --collector.<name>",
+        help="turn every collector off but those enabled with --collector.<name> "
+        "(and --no-collector.<name> turns one off)",
     )
 
 
