@@ -138,8 +138,11 @@ def test_bad_shard_flags_exit_2(tmp_path: Path) -> None:
 
 
 def prom_get(base: str, path: str, **params: str) -> Any:
+    """The ``data`` of a Prometheus API answer; None while it starts (503: not ready yet)."""
     query = urllib.parse.urlencode(params)
     status, body = http_get(f"{base}{path}?{query}", timeout=5)
+    if status == 503:
+        return None
     assert status == 200, body
     return json.loads(body)["data"]
 
@@ -212,9 +215,10 @@ async def test_three_shards_and_a_real_prometheus_see_every_server_once(
 
     def all_up() -> list[dict[str, Any]] | None:
         try:
-            result = prom_get(base, "/api/v1/query", query="asterisk_ami_up == 1")["result"]
-        except OSError:
+            data = prom_get(base, "/api/v1/query", query="asterisk_ami_up == 1")
+        except OSError:  # not listening yet
             return None
+        result = data["result"] if data is not None else []
         return result if len(result) >= SERVERS else None
 
     result = None
