@@ -14,13 +14,16 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 
-# Pinned build backend; --no-build-isolation below makes pip use exactly this one.
-RUN pip install --no-cache-dir "setuptools==75.8.0"
+# Pinned build frontend and backend; --no-isolation below makes build use exactly these.
+RUN pip install --no-cache-dir "build==1.6.1" "setuptools==84.2.1"
 
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE MANIFEST.in ./
 COPY src/ ./src/
 
-RUN pip wheel --no-cache-dir --no-build-isolation --wheel-dir /wheels .
+# The wheel `python -m build` makes (tests/test_packaging.py installs and runs that one), then
+# the wheels of its dependencies beside it.
+RUN python -m build --wheel --no-isolation --outdir /dist . \
+    && pip wheel --no-cache-dir --wheel-dir /wheels /dist/ami_exporter-*.whl
 
 # ---- runtime: only the wheels, no compiler, no source tree ----------------------------------
 FROM python:3.11-slim

@@ -625,7 +625,7 @@ def test_compose_exporter_command_is_valid_demo() -> None:
     command = compose()["services"]["ami-exporter"]["command"]
     args = build_arg_parser().parse_args(command)
     assert args.demo is True
-    assert args.listen_address == ":9815"
+    assert args.listen_address == [":9815"]
 
 
 def test_compose_prometheus_loads_the_example_config_and_rules() -> None:

@@ -94,7 +94,7 @@ async def test_metrics_text_format(server: WebServer) -> None:
     assert int(headers["content-length"]) == len(body)
     names = {f.name for f in text_string_to_metric_families(body.decode())}
     assert "asterisk_ami_up" in names
-    assert "asterisk_exporter_build_info" in names
+    assert "ami_exporter_build_info" in names
 
 
 async def test_metrics_openmetrics(server: WebServer) -> None:
@@ -251,7 +251,7 @@ async def test_query_string_ignored(server: WebServer) -> None:
     """The query is dropped, not honoured: prometheus_client's own handler would filter the
     families by ``name[]``, so the answer must be the whole exposition all the same."""
     _, _, whole = await fetch(server.port, "/metrics")
-    status, _, body = await fetch(server.port, "/metrics?name[]=asterisk_exporter_build_info")
+    status, _, body = await fetch(server.port, "/metrics?name[]=ami_exporter_build_info")
     assert status == 200
 
     def families(text: bytes) -> set[str]:
@@ -330,7 +330,7 @@ CONTRACT: dict[str, tuple[str, bool]] = {
     "asterisk_dials_total": ("counter", True),
     "asterisk_channel_duration_seconds": ("histogram", True),
     "asterisk_security_events_total": ("counter", True),
-    "asterisk_exporter_build_info": ("gauge", False),
+    "ami_exporter_build_info": ("gauge", False),
 }
 
 

@@ -149,7 +149,9 @@ class ServerReport:
         head = f"== {where}, user {cfg.username!r}"
         if cfg.tls:
             head += ", TLS"
-        return "\n".join([head] + [f"{status} {text}" for status, text in self.lines])
+        collectors = f"{INFO} collectors: {cfg.collectors_text}"  # --collector.*, YAML keys
+        lines = [f"{status} {text}" for status, text in self.lines]
+        return "\n".join([head, *lines, collectors])
 
 
 class _Closed(Exception):

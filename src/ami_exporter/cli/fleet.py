@@ -118,7 +118,7 @@ class Fleet:
 
 
 def _new_client(server: ServerConfig) -> AMIClient:
-    return AMIClient(server, ServerState(server.name))
+    return AMIClient(server, ServerState(server.name))  # it configures the state
 
 
 async def _stop(running: Sequence[_Running], budget: float) -> None:

@@ -1,4 +1,9 @@
-"""SIGHUP: re-read the configuration files and apply them without a restart, as Prometheus does.
+"""SIGHUP and ``POST /-/reload``: re-read the configuration files and apply them without a
+restart, as Prometheus does.
+
+``POST /-/reload`` (or PUT) is served with ``--web.enable-lifecycle``; it runs the same reload
+as SIGHUP (:meth:`Reloader.reload`, one at a time) and answers its outcome: 200, or 500 with
+the one-line reason the old configuration stays.
 
 What a reload re-reads, with the flags and the environment of the start (flags are never
 reloaded: the listen address, the telemetry path, the log level and format, ``--ami.*`` and
@@ -131,47 +136,62 @@ class Reloader:
         self.budget = budget  # for the removed and restarted servers' Logoff
         self._secrets = {s.secret for s in config.servers}
         self._users = _users(config.web)
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()  # SIGTERM/SIGINT, once run() has the signals
 
     async def run(self, signals: Signals) -> None:
         """Reload at each SIGHUP; return at SIGTERM or SIGINT, even in the middle of reading."""
+        self._stop = signals.stop
         while await signals.next() is Signal.RELOAD:
+            await self.reload("SIGHUP")
+
+    async def reload(self, origin: str = "POST /-/reload") -> str | None:
+        """Re-read and apply the configuration, as SIGHUP does: None when done (or nothing to
+        reload), else the one-line reason the old configuration stays (logged, counted).
+
+        One reload at a time: a SIGHUP and ``POST /-/reload`` meanwhile wait their turn.
+        """
+        async with self._lock:
             if self.source is None:
                 log.info(
-                    "SIGHUP: nothing to reload "
-                    "(no --config.file, --web.config.file or --ami.secret-file)"
+                    "%s: nothing to reload "
+                    "(no --config.file, --web.config.file or --ami.secret-file)",
+                    origin,
                 )
-                continue
-            log.info("SIGHUP: reloading %s", ", ".join(self.source.files))
-            prepared = await _first(self._load(self.source), signals.stop.wait())
+                return None
+            log.info("%s: reloading %s", origin, ", ".join(self.source.files))
+            prepared = await _first(self._load(self.source), self._stop.wait())
             if not isinstance(prepared, Prepared):
-                continue  # rejected (logged), or stopping
+                return prepared if isinstance(prepared, str) else "the exporter is stopping"
             try:
                 await self._apply(self.source, prepared)
             except ConfigError as exc:  # a CA file changed since it was read: nothing changed
-                log.error("reload failed, the previous configuration stays: %s", exc)
-                self.status.failed()
-            except Exception:  # a bug must cost this reload, never the running exporter
+                return self._failed(str(exc))
+            except Exception as exc:  # a bug must cost this reload, never the running exporter
                 log.exception("reload failed while applying the new configuration")
                 self.status.failed()
+                return f"applying the new configuration failed: {type(exc).__name__}"
+            return None
 
-    async def _load(self, source: ReloadSource) -> Prepared | None:
-        """The new configuration, checked; None (logged, counted) if it cannot be used."""
+    def _failed(self, reason: str) -> str:
+        log.error("reload failed, the previous configuration stays: %s", reason)
+        self.status.failed()
+        return reason
+
+    async def _load(self, source: ReloadSource) -> Prepared | str:
+        """The new configuration, checked; else why it cannot be used (logged, counted)."""
         try:
             prepared = await asyncio.wait_for(_in_thread(source.load), LOAD_TIMEOUT)
             self._check(prepared)
         except ConfigError as exc:
-            log.error("reload failed, the previous configuration stays: %s", exc)
+            return self._failed(str(exc))
         except TimeoutError:
-            log.error(
-                "reload failed, the previous configuration stays: reading it took over %.0f s",
-                LOAD_TIMEOUT,
-            )
-        except Exception:  # a bug must cost this reload, never the running exporter
+            return self._failed(f"reading it took over {LOAD_TIMEOUT:.0f} s")
+        except Exception as exc:  # a bug must cost this reload, never the running exporter
             log.exception("reload failed, the previous configuration stays")
-        else:
-            return prepared
-        self.status.failed()
-        return None
+            self.status.failed()
+            return f"reading the configuration failed: {type(exc).__name__}"
+        return prepared
 
     def _check(self, prepared: Prepared) -> None:
         """Refuse what the running listener cannot take: TLS turned on or off."""

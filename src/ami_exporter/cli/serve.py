@@ -7,9 +7,10 @@ SIGHUP reloads the configuration files meanwhile (:mod:`ami_exporter.cli.reload`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from ami_exporter.cli.demo import demo_server
 from ami_exporter.cli.fleet import Fleet
@@ -43,8 +44,18 @@ async def serve(
     """
     security = web_security if web_security is not None else WebSecurity()
     if not demo:
+        if config.shard is not None:
+            log.info(
+                "shard %s: watching %d servers of --config.file: %s",
+                config.shard,
+                len(config.servers),
+                ", ".join(s.name for s in config.servers) or "none",
+            )
         return await _serve(config, config.servers, security, reload)
     async with demo_server() as server:
+        # The --collector.* flags apply to the demo's server as to any other.
+        collectors: dict[str, Any] = dict(config.collectors)
+        server = dataclasses.replace(server, **collectors)
         return await _serve(config, [server], security, None)
 
 
@@ -65,17 +76,25 @@ async def _serve(
         fleet.states,
         host=config.listen_host,
         port=config.listen_port,
+        addresses=config.addresses,
         telemetry_path=config.telemetry_path,
         ssl_context=tls,
         basic_auth=security.basic_auth,
         history=history,
         limits=HTTPLimits(max_connections=config.max_connections),
     )
+    if config.shard is not None:
+        web.landing_facts = (
+            f"Shard {config.shard} (--config.shard): {len(servers)} servers of --config.file",
+        )
     if not await _listen(web, config, security):
         return EXIT_CANNOT_LISTEN
     fleet.start(servers)
     sampler = asyncio.create_task(history.run(), name="history")
-    await Reloader(reload, config, fleet, web, tls, status, budget=SHUTDOWN_BUDGET).run(signals)
+    reloader = Reloader(reload, config, fleet, web, tls, status, budget=SHUTDOWN_BUDGET)
+    if config.enable_lifecycle:
+        web.reload = reloader.reload  # POST /-/reload: the same as SIGHUP
+    await reloader.run(signals)
     log.info("shutting down")
     await fleet.stop(SHUTDOWN_BUDGET)
     sampler.cancel()
@@ -89,14 +108,10 @@ async def _listen(web: WebServer, config: ExporterConfig, security: WebSecurity)
     try:
         await web.start()
     except OSError as exc:
-        log.error(
-            "cannot listen on %s:%d: %s",
-            config.listen_host,
-            config.listen_port,
-            exc.strerror or exc,
-        )
+        log.error("cannot listen: %s", exc.strerror or exc)  # it names the address
         return False
-    where = config.listen_host or "0.0.0.0"  # what ":PORT" means
     scheme = "https" if security.ssl_context is not None else "http"
-    log.info("listening on %s://%s:%d%s", scheme, where, web.port, config.telemetry_path)
+    for (host, _), port in zip(web.addresses, web.ports, strict=True):
+        where = f"[{host}]" if ":" in host else host or "0.0.0.0"  # what ":PORT" means
+        log.info("listening on %s://%s:%d%s", scheme, where, port, config.telemetry_path)
     return True

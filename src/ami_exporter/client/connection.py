@@ -146,10 +146,14 @@ class AMIClient:
         self._allowed: polls.Allowed = None  # this session's ListCommands (None: unknown)
         self._stopping = False
         self._log = logging.LoggerAdapter(log, {"server": config.name})
+        # Every per-server option, the optional collectors included (--collector.*, YAML keys).
         state.configure(
             peers_include=config.peers_include,
             peers_exclude=config.peers_exclude,
             vicidial=config.vicidial,
+            peers=config.peers,
+            trunks=config.trunks,
+            rtp=config.rtp,
             queues=config.queues,
         )
 

@@ -4,6 +4,12 @@ Go-style flags as other Prometheus exporters use them (``--web.listen-address`` 
 by the exporter and ``ami-exporter check``. The AMI secret never comes from a flag, because
 every local user can read process arguments: it comes from ``AMI_SECRET``,
 ``--ami.secret-file`` or the config file.
+
+Also node_exporter's ``--collector.<name>`` / ``--no-collector.<name>`` /
+``--collector.disable-defaults`` (each optional collector's default for every server),
+repeatable ``--web.listen-address``, ``--web.enable-lifecycle`` and ``--config.shard=K/N``.
+Durations are Go's (``10s``, ``1m30s``, ``500ms``) or bare seconds
+(:mod:`ami_exporter.config.durations`).
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ from typing import Any, Final, NoReturn
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.config.files import CERTIFICATE_FILE_LIMIT, check_regular_file
 from ami_exporter.config.model import (
+    COLLECTORS,
     DEFAULT_AMI_ADDRESS,
     DEFAULT_LISTEN_ADDRESS,
     DEFAULT_MAX_CONNECTIONS,
     ExporterConfig,
     ServerConfig,
+    Shard,
 )
 from ami_exporter.config.servers import load_config_file
 from ami_exporter.config.values import (
@@ -33,11 +41,25 @@ from ami_exporter.config.values import (
 )
 from ami_exporter.config.web import load_web_config
 
-__all__ = ["LOG_FORMATS", "LOG_LEVELS", "build_arg_parser", "config_from_args"]
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "build_arg_parser",
+    "collectors_from_args",
+    "config_from_args",
+    "parse_shard",
+]
 
 LOG_LEVELS: Final = ("debug", "info", "warn", "error")
 LOG_FORMATS: Final = ("logfmt", "json")
 RESERVED_PATHS: Final = ("/", "/-/healthy", "/-/ready")
+COLLECTOR_HELP: Final = {
+    "peers": "peers, endpoints and registrations (SIPpeers, PJSIPShowContacts...)",
+    "trunks": "per-trunk series for the peers selected as trunks",
+    "rtp": "RTP call quality (RTCP reports) per trunk",
+    "queues": "app_queue: poll QueueStatus/QueueSummary at every resync",
+    "vicidial": "VICIdial call types from the call IDs in CallerIDName",
+}
 # The --ami.tls* flags that only make sense with --ami.tls, and their ServerConfig fields.
 TLS_ONLY_FLAGS: Final = (
     ("--ami.tls-ca-file", "tls_ca_file"),
@@ -63,11 +85,19 @@ def build_arg_parser(version: str) -> argparse.ArgumentParser:
     _add_ami_flags(p)
     _add_tls_flags(p)
     _add_web_flags(p)
+    _add_collector_flags(p)
     p.add_argument(
         "--config.file",
         dest="config_file",
         metavar="FILE",
         help="YAML file with a 'servers:' list (one exporter, many Asterisks)",
+    )
+    p.add_argument(
+        "--config.shard",
+        dest="config_shard",
+        metavar="K/N",
+        help="watch only the servers of --config.file whose name hashes to shard K of N "
+        "(0 <= K < N; Prometheus hashmod of the name: N exporters share one file)",
     )
     p.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS)
     p.add_argument("--log.format", dest="log_format", default="logfmt", choices=LOG_FORMATS)
@@ -110,23 +140,24 @@ def _add_ami_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ami.ping-interval",
         dest="ping_interval",
-        default="10",
-        metavar="SECONDS",
-        help="Ping period; no answer within it means a dead session (default 10)",
+        default="10s",
+        metavar="DURATION",
+        help="Ping period; no answer within it means a dead session (default 10s; "
+        "durations: 10s, 1m30s, 500ms, or seconds)",
     )
     p.add_argument(
         "--ami.resync-interval",
         dest="resync_interval",
-        default="60",
-        metavar="SECONDS",
-        help="CoreShowChannels resync period (default 60)",
+        default="1m",
+        metavar="DURATION",
+        help="CoreShowChannels resync period (default 1m)",
     )
     p.add_argument(
         "--ami.connect-timeout",
         dest="connect_timeout",
-        default="5",
-        metavar="SECONDS",
-        help="TCP connect and banner timeout (default 5)",
+        default="5s",
+        metavar="DURATION",
+        help="TCP connect and banner timeout (default 5s)",
     )
 
 
@@ -169,9 +200,16 @@ def _add_web_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--web.listen-address",
         dest="listen_address",
-        default=DEFAULT_LISTEN_ADDRESS,
+        action="append",
         metavar="[HOST]:PORT",
-        help="HTTP listen address (default %(default)s)",
+        help="HTTP listen address; repeat it to listen on several "
+        f"(default {DEFAULT_LISTEN_ADDRESS})",
+    )
+    p.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="serve POST /-/reload (the same reload as SIGHUP), as Prometheus does",
     )
     p.add_argument(
         "--web.telemetry-path",
@@ -189,6 +227,74 @@ def _add_web_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_collector_flags(p: argparse.ArgumentParser) -> None:
+    """node_exporter's ``--collector.<name>`` / ``--no-collector.<name>`` for each optional
+    collector, and ``--collector.disable-defaults``; the last of a pair given wins."""
+    for name, default in COLLECTORS.items():
+        what = COLLECTOR_HELP[name]
+        p.add_argument(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            action="store_const",
+            const=True,
+            default=None,
+            help=f"{what} (default {'on' if default else 'off'}; a server's '{name}:' key "
+            "in --config.file overrides it)",
+        )
+        p.add_argument(
+            f"--no-collector.{name}",
+            dest=f"collector_{name}",
+            action="store_const",
+            const=False,
+            help=argparse.SUPPRESS,
+        )
+    p.add_argument(
+        "--collector.disable-defaults",
+        dest="collector_disable_defaults",
+        action="store_true",
+        help="turn every collector off but those enabled with --collector.<name> "
+        "(and --no-collector.<name> turns one off)",
+    )
+
+
+def collectors_from_args(args: argparse.Namespace) -> dict[str, bool]:
+    """Each optional collector's default for every server, from the ``--collector.*`` flags."""
+    out: dict[str, bool] = {}
+    for name, default in COLLECTORS.items():
+        flag = getattr(args, f"collector_{name}", None)
+        on = default and not getattr(args, "collector_disable_defaults", False)
+        out[name] = on if flag is None else bool(flag)
+    return out
+
+
+def parse_shard(value: str) -> Shard:
+    """``K/N`` with ``0 <= K < N``; a ConfigError naming ``--config.shard`` otherwise."""
+    index_text, sep, total_text = value.strip().partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        index, total = int(index_text), int(total_text)
+    except ValueError:
+        raise ConfigError(
+            f"--config.shard: {value!r} is not K/N (e.g. 0/3: the first of 3 shards)"
+        ) from None
+    if total < 1 or not 0 <= index < total:
+        raise ConfigError(
+            f"--config.shard: {value!r}: K must be 0 to N-1 and N at least 1 "
+            f"(shards are numbered from 0, as Prometheus hashmod and StatefulSet ordinals)"
+        )
+    return Shard(index, total)
+
+
+def _listen_addresses(args: argparse.Namespace) -> tuple[tuple[str, int], ...]:
+    given = args.listen_address or [DEFAULT_LISTEN_ADDRESS]
+    addresses = [parse_host_port(a, "--web.listen-address") for a in given]
+    for address in addresses:
+        if addresses.count(address) > 1:
+            raise ConfigError(f"--web.listen-address: {address[0]}:{address[1]} is given twice")
+    return tuple(addresses)
+
+
 def config_from_args(
     args: argparse.Namespace, env: dict[str, str], warn: Warn | None = None
 ) -> ExporterConfig:
@@ -197,7 +303,9 @@ def config_from_args(
     Plain data: the files named in it (TLS certificates, CA files) are loaded by the layers
     that use them, :func:`ami_exporter.cli.prepare.prepare` at start.
     """
-    listen_host, listen_port = parse_host_port(args.listen_address, "--web.listen-address")
+    addresses = _listen_addresses(args)
+    collectors = collectors_from_args(args)
+    shard = _shard(args)
     _check_telemetry_path(args.telemetry_path)
     max_connections = _max_connections(args.max_connections)
     intervals: dict[str, Any] = {
@@ -217,18 +325,40 @@ def config_from_args(
     if args.demo:
         servers = []  # filled in once the simulator listens
     elif args.config_file:
-        defaults = {"username": args.ami_username, "secret": secret, **intervals, **tls}
+        defaults = {
+            "username": args.ami_username,
+            "secret": secret,
+            **intervals,
+            **tls,
+            **collectors,
+        }
         servers = load_config_file(args.config_file, defaults, warn)
+        if shard is not None:  # the whole file is checked first: every shard rejects it alike
+            servers = [s for s in servers if shard.owns(s.name)]
     else:
-        servers = [_flag_server(args, secret, {**intervals, **tls})]
+        servers = [_flag_server(args, secret, {**intervals, **tls, **collectors})]
     return ExporterConfig(
         tuple(servers),
-        listen_host,
-        listen_port,
+        addresses[0][0],
+        addresses[0][1],
         args.telemetry_path,
         web,
         max_connections=max_connections,
+        listen_addresses=addresses,
+        enable_lifecycle=bool(getattr(args, "enable_lifecycle", False)),
+        collectors=collectors,
+        shard=shard,
     )
+
+
+def _shard(args: argparse.Namespace) -> Shard | None:
+    value = getattr(args, "config_shard", None)
+    if value is None:
+        return None
+    shard = parse_shard(value)
+    if not args.config_file or args.demo:
+        raise ConfigError("--config.shard needs --config.file (it selects among its servers)")
+    return shard
 
 
 def _max_connections(value: str) -> int:

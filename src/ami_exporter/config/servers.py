@@ -1,6 +1,7 @@
 """``--config.file``: the YAML ``servers:`` list, one exporter for many Asterisks.
 
-Keys a server leaves out default to the ``--ami.*`` flags (and ``AMI_SECRET``). Every problem
+Keys a server leaves out default to the ``--ami.*`` and ``--collector.*`` flags (and
+``AMI_SECRET``); durations are Go's (``10s``, ``1m30s``) or seconds. Every problem
 is a one-line :class:`~ami_exporter.config.errors.ConfigError` naming ``file:line``, and never
 quotes a secret. Names, addresses, users, secrets and paths are taken as written (``0123`` stays
 ``0123``); the YAML rules (no anchors, aliases or tags, no duplicate keys) are
@@ -14,7 +15,7 @@ from typing import Any, Final
 
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.config.files import CERTIFICATE_FILE_LIMIT, check_regular_file
-from ami_exporter.config.model import ServerConfig
+from ami_exporter.config.model import COLLECTORS, ServerConfig
 from ami_exporter.config.values import (
     Warn,
     check_secret,
@@ -45,6 +46,10 @@ SERVER_KEYS: Final = frozenset(
         "peers_exclude",
         "queues",
         "vicidial",
+        # the other optional collectors (their defaults: the --collector.* flags)
+        "peers",
+        "trunks",
+        "rtp",
     }
 )
 _INTERVALS: Final = ("ping_interval", "resync_interval", "connect_timeout")
@@ -126,7 +131,7 @@ class _Entry:
         if name in names:
             raise ConfigError(f"{where}: duplicate server name {name!r}")
         names.add(name)
-        intervals: dict[str, Any] = {key: positive_seconds(*self.get(key)) for key in _INTERVALS}
+        intervals: dict[str, Any] = {key: self._duration(key) for key in _INTERVALS}
         return ServerConfig(
             name=name,
             host=host,
@@ -171,6 +176,17 @@ class _Entry:
             raise self.item.error("server has no 'secret' or 'secret_file'")
         return str(default)
 
+    def _duration(self, key: str) -> float:
+        """A positive duration (``10s``, ``1m30s``, ``2.5``) as written, or its default."""
+        node = self.nodes.get(key)
+        # As written: YAML 1.1 would read 1:30 as the sexagesimal 90, and 1h30m as a string.
+        value = node.scalar if node is not None and not node.is_null else None
+        if node is not None and value is None and not node.is_null:
+            value = node.value()  # a list or a mapping: refused with its repr
+        return positive_seconds(
+            value if node is not None else self.defaults.get(key), self.where(key)
+        )
+
     def _bool(self, key: str) -> bool:
         """A true/false server option; absent means false."""
         value, where = self.get(key)
@@ -207,6 +223,16 @@ class _Entry:
             out[key] = value
         for key in ("queues", "vicidial"):
             out[key] = self._bool(key)
+        out.update(self._collector_options())
+        return out
+
+    def _collector_options(self) -> dict[str, bool]:
+        """``peers``, ``trunks``, ``rtp``: true or false, else the ``--collector.*`` default."""
+        out: dict[str, bool] = {}
+        for key in ("peers", "trunks", "rtp"):
+            out[key] = (
+                self._bool(key) if self.has(key) else bool(self.defaults.get(key, COLLECTORS[key]))
+            )
         return out
 
 

@@ -6,10 +6,13 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
+from ami_exporter.config.durations import SECOND, DurationError, parse_duration
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.config.files import SECRET_FILE_LIMIT, read_regular_file
 
 Warn = Callable[[str], Any]
+
+DURATION_HINT = "units ns, us, ms, s, m, h as in 10s, 1m30s, 500ms, or a number of seconds"
 
 
 def parse_host_port(value: str, what: str, default_host: str = "") -> tuple[str, int]:
@@ -34,15 +37,20 @@ def parse_host_port(value: str, what: str, default_host: str = "") -> tuple[str,
 
 
 def positive_seconds(value: Any, what: str) -> float:
+    """A positive duration in seconds: a Go duration (``10s``, ``1m30s``, ``500ms``) or a
+    bare number of seconds (``10``, ``2.5``, YAML's ``10``); ``what`` starts the error."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"{what}: {value!r} is not a number of seconds")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{what}: {value!r} is not a number of seconds") from None
-    if not number > 0 or number != number or number == float("inf"):
-        raise ConfigError(f"{what}: {value!r} must be a positive number of seconds")
-    return number
+        raise ConfigError(f"{what}: {value!r} is not a duration ({DURATION_HINT})")
+    if isinstance(value, str):
+        try:
+            seconds = parse_duration(value.strip()) / SECOND
+        except DurationError as exc:
+            raise ConfigError(f"{what}: {exc} ({DURATION_HINT})") from None
+    else:
+        seconds = float(value)
+    if not seconds > 0 or seconds == float("inf"):  # NaN too
+        raise ConfigError(f"{what}: {value!r} must be a positive duration ({DURATION_HINT})")
+    return seconds
 
 
 def read_secret_file(path: str, what: str, warn: Warn | None = None) -> str:

@@ -13,7 +13,7 @@ from ami_exporter import __version__
 from ami_exporter.metrics.table import gauge
 
 BUILD_INFO: Final = gauge(
-    "asterisk_exporter_build_info",
+    "ami_exporter_build_info",
     "ami-exporter build information; always 1.",
     ("version", "python_version"),
     lambda st: (),  # not per server: see BuildInfoCollector

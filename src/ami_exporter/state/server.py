@@ -74,6 +74,7 @@ class ServerState:
         self.peers = PeerState(now=clock.monotonic)
         self.queues = QueueState(clock)  # app_queue, polled and live (opt-in)
         self.event_counts: dict[bytes, int] = {}  # raw event name -> events received
+        self.features: dict[str, bool] = {}  # the optional collectors, set by configure()
 
         tracker = self.tracker
         self._handlers: dict[str, Callable[[Message], None]] = {
@@ -100,6 +101,8 @@ class ServerState:
         peers_exclude: str | None = None,
         vicidial: bool = False,
         peers: bool = True,
+        trunks: bool = True,
+        rtp: bool = True,
         queues: bool = False,
     ) -> None:
         """Per-server options from the configuration (see ``ServerConfig``); ``peers`` False:
@@ -114,6 +117,15 @@ class ServerState:
                 self._handlers[event] = handler
             else:
                 self._handlers.pop(event, None)
+        # The optional collectors that are on (--collector.*, per-server keys), for the
+        # status page and `check`.
+        self.features = {
+            "peers": peers,
+            "trunks": trunks,
+            "rtp": rtp,
+            "queues": queues,
+            "vicidial": vicidial,
+        }
 
     # ------------------------------------------------------------------ events
 

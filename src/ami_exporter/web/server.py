@@ -1,4 +1,4 @@
-"""The HTTP side: ``/metrics``, a landing page, ``/-/healthy`` and ``/-/ready``.
+"""The HTTP side: ``/metrics``, a landing page, ``/-/healthy``, ``/-/ready`` and ``/-/reload``.
 
 An HTTP/1.1 server in the same asyncio loop as the AMI clients: :mod:`ami_exporter.web.listener`
 accepts under ``--web.max-connections``, :mod:`ami_exporter.web.http` speaks HTTP through h11
@@ -6,6 +6,11 @@ with per-connection time and memory bounds, and this module routes. A scrape onl
 aggregate dicts (see :mod:`ami_exporter.metrics.collector`), so it holds the loop for about a
 millisecond; the kernel's socket buffers absorb AMI traffic meanwhile. Content negotiation
 (Prometheus text or OpenMetrics) is :mod:`ami_exporter.metrics.exposition`.
+
+Every ``--web.listen-address`` is served by this one server (one listener over all their
+sockets, one connection cap). ``/-/reload`` answers as Prometheus's does: 405 to GET and HEAD,
+403 to POST and PUT unless ``--web.enable-lifecycle``, then the reload's outcome (200 with an
+empty body, or 500 ``failed to reload config: ...``); behind the same basic auth as every path.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
@@ -33,7 +38,7 @@ from ami_exporter.web.listener import (
     bind,
     fit_to_open_file_limit,
 )
-from ami_exporter.web.statuspage import render_status_page
+from ami_exporter.web.statuspage import Landing, render_status_page
 
 __all__ = ["HTTPLimits", "WebServer"]
 
@@ -47,6 +52,9 @@ TLS_SHUTDOWN_TIMEOUT: Final = 5.0
 # after the previous answer went out always gets a fresh one.
 SHARE_WINDOW: Final = 1.0
 METRICS_VARY: Final = ("Vary", "Accept, Accept-Encoding")
+RELOAD_PATH: Final = "/-/reload"
+# POST /-/reload: the reload, then None (done) or the one-line reason it was refused.
+Reload = Callable[[], Awaitable[str | None]]
 
 
 @dataclass(slots=True)
@@ -111,13 +119,21 @@ class WebServer:
         basic_auth: BasicAuth | None = None,
         history: History | None = None,
         limits: HTTPLimits | None = None,
+        addresses: Sequence[tuple[str, int]] = (),
+        reload: Reload | None = None,
     ) -> None:
+        """``addresses``: every ``(host, port)`` to listen on (default: ``host``, ``port``);
+        ``reload``: what ``POST /-/reload`` runs (None: the lifecycle API is disabled)."""
         self.registry = registry
         self.basic_auth = basic_auth  # --web.config.file basic_auth_users: every path
         self.states = states  # kept, not copied: a reload replaces the servers in place
         self.history = history  # for the status page's sparklines; optional
         self.host = host
-        self.port = port
+        self.port = port  # the first address's (the one bound, once started with port 0)
+        self.addresses = list(addresses) or [(host, port)]
+        self.ports: list[int] = []  # each address's bound port, once started
+        self.reload = reload
+        self.landing_facts: tuple[str, ...] = ()  # shown at the top of the status page
         self.telemetry_path = telemetry_path
         self.limits = limits if limits is not None else HTTPLimits()
         self.scrapes = _Scrapes(registry)
@@ -131,12 +147,24 @@ class WebServer:
 
     async def start(self) -> None:
         # An empty host means every interface, as with Go exporters' ":9815".
-        sockets = await bind(self.host, self.port)
+        sockets: list[socket.socket] = []
+        try:
+            for host, port in self.addresses:
+                try:
+                    bound = await bind(host, port)
+                except socket.gaierror as exc:  # bind() names the address in its own errors
+                    raise OSError(exc.errno, f"cannot resolve {host!r}: {exc.strerror}") from None
+                sockets += bound
+                self.ports.append(bound[0].getsockname()[1])
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            self.ports.clear()
+            raise
         cap = fit_to_open_file_limit(self.limits.max_connections, FD_RESERVE + len(self.states))
         self._listener = Listener(sockets, self._connection, cap)
         self._listener.start()
-        if self.port == 0:
-            self.port = sockets[0].getsockname()[1]
+        self.port = self.ports[0]
 
     async def stop(self) -> None:
         if self._listener is not None:
@@ -166,7 +194,8 @@ class WebServer:
         await conn.serve(self._respond, slot.set_idle)
 
     async def _respond(self, request: Request) -> Response:
-        if request.method not in ("GET", "HEAD") or request.has_body:
+        lifecycle = request.path == RELOAD_PATH
+        if not lifecycle and (request.method not in ("GET", "HEAD") or request.has_body):
             # Nothing here takes a request body; the connection closes rather than parse one,
             # so a body can never be mistaken for the next request.
             return Response(
@@ -182,7 +211,26 @@ class WebServer:
             )
             if not decision.ok:
                 return Response(decision.status, decision.body, headers=[*decision.headers.items()])
+        if lifecycle:
+            return await self._lifecycle(request)
         return self._route(request)
+
+    async def _lifecycle(self, request: Request) -> Response:
+        """``/-/reload`` as Prometheus answers it (its status codes and texts)."""
+        if request.method not in ("POST", "PUT"):
+            text = (
+                b"Only POST or PUT requests allowed"
+                if request.method in ("GET", "HEAD")
+                else b"Method Not Allowed"
+            )
+            return Response(HTTPStatus.METHOD_NOT_ALLOWED, text, headers=[("Allow", "POST, PUT")])
+        if self.reload is None:
+            return Response(HTTPStatus.FORBIDDEN, b"Lifecycle API is not enabled.")
+        error = await self.reload()
+        if error is not None:
+            body = f"failed to reload config: {error}\n".encode()
+            return Response(HTTPStatus.INTERNAL_SERVER_ERROR, body)
+        return Response(HTTPStatus.OK)
 
     def _route(self, request: Request) -> Response:
         path = request.path
@@ -205,4 +253,7 @@ class WebServer:
 
     def _landing_page(self) -> bytes:
         # The status page (see ami_exporter.statuspage): self-contained HTML, no caller data.
-        return render_status_page(self.states, self.history, telemetry_path=self.telemetry_path)
+        landing = Landing(lifecycle=self.reload is not None, facts=self.landing_facts)
+        return render_status_page(
+            self.states, self.history, telemetry_path=self.telemetry_path, landing=landing
+        )

@@ -18,6 +18,7 @@ import html
 import itertools
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from string import Template
 from typing import Final
@@ -27,6 +28,12 @@ from ami_exporter.state.server import ServerState
 from ami_exporter.web.history import History, Sample, take_sample
 
 REFRESH_SECONDS: Final = 10
+EXPORTER_NAME: Final = "AMI Exporter"
+EXPORTER_DESCRIPTION: Final = (
+    "Prometheus exporter for the Asterisk Manager Interface (AMI): channels, calls, "
+    "originates, hangup causes, peers and AMI health"
+)
+RELOAD_PATH: Final = "/-/reload"
 RECENT_WINDOW: Final = 300.0  # "originates / hangups in the last 5 minutes"
 TOP_CAUSES: Final = 6
 
@@ -198,6 +205,9 @@ def _facts(state: ServerState, now: float) -> list[str]:
         facts.append(f"last reload {human_duration(now - state.reload_timestamp)} ago")
     if state.ping_rtt is not None:
         facts.append(f"ping {state.ping_rtt * 1000:.1f} ms")
+    if state.features:  # the optional collectors (--collector.*, the server's YAML keys)
+        on = [name for name, enabled in state.features.items() if enabled]
+        facts.append("collectors on: " + (", ".join(on) if on else "none of the optional ones"))
     failures = sum(state.login_failures.values())
     disconnects = sum(state.disconnects.values())
     errors = sum(state.connection_errors.values())
@@ -309,6 +319,43 @@ def _interval_text(history: History | None) -> str:
     return f"{history.interval:g} s" if history is not None else "interval"
 
 
+@dataclass(frozen=True, slots=True)
+class Landing:
+    """exporter-toolkit's landing page fields (name, description, version, links), which the
+    status page carries at its top, and facts about this exporter (its shard...)."""
+
+    name: str = EXPORTER_NAME
+    description: str = EXPORTER_DESCRIPTION
+    version: str = __version__
+    lifecycle: bool = False  # --web.enable-lifecycle: POST /-/reload is served
+    facts: tuple[str, ...] = ()
+
+    def links(self, telemetry_path: str) -> list[tuple[str, str, str]]:
+        """``(address, text, description)`` of each link, as exporter-toolkit lists them."""
+        links = [
+            (telemetry_path, "Metrics", "the metrics of every server, for Prometheus"),
+            ("/-/healthy", "Health", "200 while the exporter runs"),
+            ("/-/ready", "Readiness", "503 until every server has logged in once"),
+        ]
+        if self.lifecycle:
+            links.append(
+                (RELOAD_PATH, "Reload", "POST or PUT: re-read the configuration, as SIGHUP")
+            )
+        return links
+
+
+def _landing_links(landing: Landing, telemetry_path: str) -> Markup:
+    return Markup(
+        "\n".join(
+            f'<li><a href="{html.escape(address)}">{html.escape(text)}</a>: '
+            f"{html.escape(description)}</li>"
+            if address != RELOAD_PATH
+            else f"<li><code>{address}</code>: {html.escape(description)}</li>"
+            for address, text, description in landing.links(telemetry_path)
+        )
+    )
+
+
 def render_status_page(
     states: Sequence[ServerState],
     history: History | None = None,
@@ -316,8 +363,10 @@ def render_status_page(
     telemetry_path: str = "/metrics",
     now: float | None = None,
     refresh: int = REFRESH_SECONDS,
+    landing: Landing | None = None,
 ) -> bytes:
     """The whole page as UTF-8 bytes."""
+    landing = landing if landing is not None else Landing()
     now = time.time() if now is None else now
     if history is not None:
         kept = human_duration(history.interval * history.points)
@@ -336,6 +385,10 @@ def render_status_page(
         version=__version__,
         updated=_clock_time(now, now),
         metrics=telemetry_path,
+        name=landing.name,
+        description=landing.description,
+        links=_landing_links(landing, telemetry_path),
+        about=Markup("".join(f"<div>{html.escape(fact)}</div>\n" for fact in landing.facts)),
         sections=Markup(sections),
         keeps=keeps,
     )
