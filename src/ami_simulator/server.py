@@ -49,8 +49,17 @@ from ami_simulator.calls import Calls, traffic
 from ami_simulator.connection import Connection
 from ami_simulator.extras import SimulatedExtras
 from ami_simulator.scripts import OUTCOMES
+from ami_simulator.trunks import DEFAULT_TRUNK_MIX, TRUNK_SCRIPTS, TrunkModel, TrunkSettings
 
-__all__ = ["DEFAULT_MIX", "OUTCOMES", "SimulatedAsterisk", "SimulatorConfig", "main"]
+__all__ = [
+    "DEFAULT_MIX",
+    "DEFAULT_TRUNK_MIX",
+    "OUTCOMES",
+    "TRUNK_SCRIPTS",
+    "SimulatedAsterisk",
+    "SimulatorConfig",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +105,20 @@ class SimulatorConfig:
     allow_remote: bool = False  # refuse a non-loopback listen address unless True
     ssl_context: ssl.SSLContext | None = None  # serve AMI over TLS (manager.conf tlsenable)
     vicidial: bool = False  # generated calls carry VICIdial auto-dial call IDs (V...)
+    # PJSIP carriers (ami_simulator.trunks), as the Asterisk 22 of tests/fixtures/pjsip: with
+    # trunks > 0 the generated calls go over carrier, carrier2, ... with trunk_mix's
+    # behaviours (the Local calls of ``mix`` are then not generated), and the PJSIP and queue
+    # actions answer from the carriers' live state. Needs the 22 profile.
+    trunks: int = 0
+    trunk_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TRUNK_MIX))
+    post_dial_delay: float = 1.0  # mean; each carrier gets its own (seeded), each call varies
+    ring_timeout: float = 10.0  # a call that rings out gives up after this (Originate Timeout)
+    queue_wait: float = 3.0  # mean time a queue caller waits for an agent (or gives up)
+    rtcp_interval: float = 2.0  # rtp.conf rtcpinterval of the captures
+    flap_interval: float = 0.0  # mean seconds between qualify/registration flaps; 0: none
+    # The user's manager.conf write classes: ListCommands and Permission denied follow them
+    # (the captures' exporter user; the README's least-privilege user has "reporting").
+    user_write: str = "system,call,reporting,originate"
 
 
 class SimulatedAsterisk:
@@ -122,10 +145,12 @@ class SimulatedAsterisk:
             self.profile, self.asterisk_version, self.ami_version, config.system_name
         )
         self._actions = actions.Actions(identity, self._boot, self._calls)
+        self.trunks = self._trunk_model(config)
         self._server: asyncio.Server | None = None
         self._sessions: set[Connection] = set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._generator: asyncio.Task[None] | None = None
+        self._flapper: asyncio.Task[None] | None = None
         self._port = config.port
         self._running = False
         self._down = False
@@ -134,6 +159,32 @@ class SimulatedAsterisk:
             "logoff": self._logoff,
             "challenge": self._challenge,
         }
+
+    def _trunk_model(self, config: SimulatorConfig) -> TrunkModel | None:
+        if config.trunks <= 0:
+            return None
+        if self.profile.major != "22":
+            raise ValueError("PJSIP carriers (trunks > 0) need the Asterisk 22 profile")
+        unknown = set(config.trunk_mix) - set(TRUNK_SCRIPTS)
+        if unknown:
+            raise ValueError(f"unknown trunk call(s) in trunk_mix: {', '.join(sorted(unknown))}")
+        settings = TrunkSettings(
+            trunks=config.trunks,
+            mix=dict(config.trunk_mix),
+            hold_time=config.hold_time,
+            ring_time=config.ring_time,
+            post_dial_delay=config.post_dial_delay,
+            ring_timeout=config.ring_timeout,
+            queue_wait=config.queue_wait,
+            rtcp_interval=config.rtcp_interval,
+            user_write=actions.parse_mask(config.user_write),
+        )
+        return TrunkModel(settings, self.profile, self._calls, self._broadcast, self._rng)
+
+    @property
+    def trunk_stats(self) -> dict[str, int]:
+        """PJSIP trunk calls started since the simulator was made, by script."""
+        return dict(self._calls.trunk_stats)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -161,8 +212,13 @@ class SimulatedAsterisk:
         self._port = int(sock.getsockname()[1])
 
     def _start_generator(self) -> None:
-        if self.config.calls_per_second > 0 and self._generator is None:
-            config = self.config
+        config = self.config
+        if self.trunks is not None and config.flap_interval > 0 and self._flapper is None:
+            self._flapper = asyncio.create_task(self.trunks.flaps(config.flap_interval))
+        if self.trunks is not None and config.calls_per_second > 0 and self._generator is None:
+            trunk_traffic = self.trunks.traffic(config.calls_per_second, config.vicidial)
+            self._generator = asyncio.create_task(trunk_traffic)
+        if config.calls_per_second > 0 and self._generator is None:
             generate = traffic(
                 self._calls,
                 self._rng,
@@ -174,11 +230,12 @@ class SimulatedAsterisk:
             self._generator = asyncio.create_task(generate)
 
     async def _stop_generator(self) -> None:
-        task, self._generator = self._generator, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._generator, self._flapper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._generator = self._flapper = None
 
     async def stop(self) -> None:
         """Stop traffic, close every session and the listener."""
@@ -232,6 +289,8 @@ class SimulatedAsterisk:
         # A restarted Asterisk is a new process: new start time, counters from 0.
         self._boot.restart()
         self._calls.reset_counters()
+        if self.trunks is not None:
+            self.trunks.restart()
         if self._running:
             await self._listen()
             self._down = False
@@ -268,6 +327,18 @@ class SimulatedAsterisk:
             return  # a restarting Asterisk takes no calls
         hold = self.config.hold_time if hold_time is None else hold_time
         self._calls.start(outcome, hold, caller_name)
+
+    def start_trunk_call(
+        self, name: str = "answered", trunk: str | None = None, *, caller_name: str | None = None
+    ) -> None:
+        """Start one PJSIP trunk call of behaviour ``name`` (TRUNK_SCRIPTS) on ``trunk``
+        (default: a random carrier); needs ``trunks`` > 0."""
+        if self.trunks is None:
+            raise RuntimeError("no PJSIP carriers: set SimulatorConfig.trunks")
+        if not self._running:
+            raise RuntimeError("simulator is not running")
+        if not self._down:
+            self.trunks.start_call(name, trunk, caller_name)
 
     def active_channels(self) -> list[dict[str, str]]:
         """The live channels, with the fields CoreShowChannels reports for them."""
@@ -333,7 +404,12 @@ class SimulatedAsterisk:
             state = "On" if session.classes else "Off"
             session.send(ServerSession.response(message, "Success", ("Events", state)))
         else:
-            answer = self.extras.answer(name, message)  # peers, registrations, queues
+            # Peers, registrations, queues: the carriers' (Asterisk 22 as captured), or the
+            # version profile's few fixed ones.
+            if self.trunks is not None:
+                answer = self.trunks.answer(name, message)
+            else:
+                answer = self.extras.answer(name, message)
             if answer is None:
                 answer = self._actions.answer(name, message)
             session.send(answer if answer is not None else ServerSession.unknown_action(message))
