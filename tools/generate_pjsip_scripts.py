@@ -463,6 +463,18 @@ def _pairs(message: Message) -> list[list[str]]:
     return [[k, v] for k, v in message.headers]
 
 
+def _exact(capture: str, m: Message) -> list[list[str]]:
+    """The message's headers cut from the raw bytes at CRLF only: Asterisk ends some error
+    messages with a bare LF of its own ("No Contacts found\\n"), which a parser drops."""
+    text = read(capture).decode("utf-8", "surrogateescape")
+    for block in text.split("\r\n\r\n"):
+        lines = [line.partition(": ") for line in block.split("\r\n")]
+        pairs = [[k, v] for k, _, v in lines]
+        if [k for k, _ in pairs] == [k for k, _ in m.headers] and pairs[1:2] == _pairs(m)[1:2]:
+            return pairs
+    raise ValueError(f"{capture}: no raw message {m.headers!r}")
+
+
 def _wanted(m: Message) -> bool:
     for key, names in _ITEM_OF.items():
         value = m.get(key)
@@ -487,7 +499,8 @@ def _answers() -> dict[str, object]:
             elif m.kind == "response" and m.get("EventList") == "start":
                 starts.setdefault(action.lower(), _pairs(m))
             elif m.kind == "response" and m.get("Response") == "Error":
-                errors.setdefault(_required(m, "Message").split(":")[0], _pairs(m))
+                exact = _exact(name, m)
+                errors.setdefault(_required(m, "Message").split(":")[0], exact)
             elif m.kind == "event" and m.name not in items and _wanted(m):
                 items[m.name] = _pairs(m)
     return {
