@@ -524,3 +524,24 @@ def test_generator_check_mode(tmp_path: Path) -> None:
     )
     assert stale.returncode == 1
     assert stale.stdout.count("not what the generator makes") == len(TRUNK_SCRIPTS) + 3
+
+
+async def test_demo_turns_every_feature_on() -> None:
+    """--demo: carriers with the outcome mix, RTCP, the queue, VICIdial call IDs, and the
+    exporter told to poll queues and read VICIdial call types."""
+    from ami_exporter.cli.demo import DEMO_TRUNKS, demo_server
+
+    async with demo_server() as server:
+        assert (server.queues, server.vicidial) == (True, True)
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        client = Client(reader, writer)
+        await reader.readline()
+        client.send(("Action", "Login"), ("Username", server.username), ("Secret", server.secret))
+        await client.until(lambda m: kind(m) == "Response:Success")
+        endpoints = await client.answer(("Action", "PJSIPShowEndpoints"))
+        assert len([m for m in endpoints if kind(m) == "EndpointList"]) == DEMO_TRUNKS
+        events = await client.until(lambda m: kind(m) == "RTCPSent", timeout=20)
+        client.close()
+    names = {first(m, "CallerIDName") for m in events if kind(m) == "NewCallerid"}
+    assert names and all(name and name.startswith("V") for name in names)
+    assert any((first(m, "Channel") or "").startswith("PJSIP/carrier") for m in events)

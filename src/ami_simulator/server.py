@@ -472,6 +472,24 @@ def _parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
+def _parse_trunk_mix(text: str) -> dict[str, float]:
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if not sep or name not in TRUNK_SCRIPTS:
+            raise argparse.ArgumentTypeError(
+                f"bad trunk mix entry {part!r}; behaviours: {', '.join(TRUNK_SCRIPTS)}"
+            )
+        try:
+            mix[name] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad weight in {part!r}") from None
+    return mix
+
+
 def _parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
@@ -499,6 +517,28 @@ def _build_parser() -> argparse.ArgumentParser:
         help="version profile: banner, event names and fields of that Asterisk (default 22)",
     )
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback address")
+    parser.add_argument("--vicidial", action="store_true", help="VICIdial call IDs as caller names")
+    trunks = parser.add_argument_group(
+        "PJSIP carriers", "Asterisk 22 with chan_pjsip trunks, as in tests/fixtures/pjsip"
+    )
+    trunks.add_argument(
+        "--trunks", type=int, default=0, help="carriers carrier, carrier2... (0: Local calls)"
+    )
+    trunks.add_argument(
+        "--trunk-mix", type=_parse_trunk_mix, default=None, help="answered=28,busy=12,..."
+    )
+    trunks.add_argument("--post-dial-delay", type=float, default=1.0, help="mean, seconds")
+    trunks.add_argument("--ring-timeout", type=float, default=10.0, help="a ring-out gives up")
+    trunks.add_argument("--queue-wait", type=float, default=3.0, help="mean wait for an agent")
+    trunks.add_argument("--rtcp-interval", type=float, default=2.0)
+    trunks.add_argument(
+        "--flap-interval", type=float, default=0.0, help="mean seconds between flaps (0: none)"
+    )
+    trunks.add_argument(
+        "--user-write",
+        default="system,call,reporting,originate",
+        help="the user's manager.conf write classes (ListCommands, Permission denied)",
+    )
     return parser
 
 
@@ -539,12 +579,25 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         asterisk_version=args.asterisk_version,
         allow_remote=args.allow_remote,
+        vicidial=args.vicidial,
+        trunks=args.trunks,
+        post_dial_delay=args.post_dial_delay,
+        ring_timeout=args.ring_timeout,
+        queue_wait=args.queue_wait,
+        rtcp_interval=args.rtcp_interval,
+        flap_interval=args.flap_interval,
+        user_write=args.user_write,
     )
     if args.mix is not None:
         config.mix = args.mix
+    if args.trunk_mix is not None:
+        config.trunk_mix = args.trunk_mix
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         asyncio.run(_serve(config))
+    except ValueError as exc:  # settings the simulator refuses (trunks on another profile...)
+        print(f"ami-simulator: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"ami-simulator: {exc}", file=sys.stderr)
         return 1
