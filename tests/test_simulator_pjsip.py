@@ -448,6 +448,11 @@ async def test_list_answers_follow_the_live_state(start: Any) -> None:
         if kind(m) == "EndpointList"
     }
     assert endpoints == {"carrier": ("In use", "1"), "carrier2": ("Unavailable", "0")}
+    channels = await client.answer(("Action", "CoreShowChannels"))
+    for m in channels:
+        check_shape(m)
+    live = [first(m, "Channel") for m in channels if kind(m) == "CoreShowChannel"]
+    assert live == ["PJSIP/carrier-00000000"]
     detail = await client.answer(("Action", "PJSIPShowEndpoint"), ("Endpoint", "carrier2"))
     assert [kind(m) for m in detail] == [
         kind(m) for m in split(recorded_answer("commands.admin.raw", "adm-3"))

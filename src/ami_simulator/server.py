@@ -11,6 +11,12 @@ so header names, header order, ``Privilege`` values and per-channel event order 
 real Asterisk, including its quirks (``Cdr`` before ``Newchannel``, the ``;1`` half's
 ``Cause: 0`` on busy, ``OriginateResponse`` reasons, ``Uniqueid`` counters).
 
+With ``trunks`` > 0 it is instead the Asterisk 22 of ``tests/fixtures/pjsip``: calls over PJSIP
+carriers ``carrier``, ``carrier2``... with the captured outcome mix, post-dial delay, RTCP
+reports, inbound and queue calls, qualify and registration flaps, and the PJSIP/queue list
+actions and ``ListCommands`` answered as recorded, per the user's write classes
+(:mod:`~ami_simulator.trunks`).
+
 It is used by the exporter's demo mode and by the tests, so it needs only the standard library
 and the sans-IO :mod:`ami_exporter.ami` protocol and session, and reads its call scripts from
 package data, never the captures. The layers, bottom up:
@@ -20,6 +26,8 @@ package data, never the captures. The layers, bottom up:
 * :mod:`~ami_simulator.templates` scripts compiled into a version's event templates;
 * :mod:`~ami_simulator.calls` calls in progress, their timed phases and live channels;
 * :mod:`~ami_simulator.actions` and :mod:`~ami_simulator.extras` the answers to actions;
+* :mod:`~ami_simulator.carriers`, :mod:`~ami_simulator.pjsip_actions` and
+  :mod:`~ami_simulator.trunks` the PJSIP carriers, their answers and their calls;
 * :mod:`~ami_simulator.connection` one client's socket and session state;
 * this module: the asyncio server that ties them together (lifecycle, login, dispatch,
   broadcast) and the command line.
