@@ -252,3 +252,18 @@ def test_list_commands_tables_are_the_recorded_ones() -> None:
     ):
         (answer,) = [m for m in split(raw(f"answers.{user}.raw")) if first(m, "ActionID") == "a-0"]
         assert allowed_actions(frozenset(write.split(","))) == answer[2:], user
+
+
+def test_clean_stream_mes_is_the_captured_one() -> None:
+    """Asterisk's MES for a loss-free stream with no jitter is what every captured report
+    says; losses lower it, twice per packet lost in the report's interval, as Asterisk's."""
+    from ami_simulator.trunks import mes
+
+    captured = {
+        first(m, "MES")
+        for m in split(raw("trunk-mix.listener.raw.gz"))
+        if (first(m, "Event") or "").startswith("RTCP") and first(m, "Report0CumulativeLost") == "0"
+    }
+    assert captured == {f"{mes(0, 0.0, 0.0):.1f}"}
+    assert mes(5, 0.0, 0.0) < mes(1, 0.0, 0.0) < mes(0, 0.0, 0.0)
+    assert 0.0 <= mes(500, 0.1, 2.0) <= 100.0

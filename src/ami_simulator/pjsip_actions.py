@@ -146,10 +146,14 @@ class PJSIPActions:
         return serialize(fill(answers().errors["No Contacts found"], request.get("ActionID"), {}))
 
     def endpoint(self, request: Message) -> bytes:
+        # res_pjsip's own words, trailing LF included (pjsip_configuration.c).
         name = request.get("Endpoint") or ""
+        if not name:
+            return ServerSession.error(request, "PJSIPShowEndpoint requires an endpoint name\n")
+        name = name[6:] if name.lower().startswith("pjsip/") else name
         carrier = self.carriers.get(name)
         if carrier is None:
-            return ServerSession.error(request, f"Unable to retrieve endpoint {name}")
+            return ServerSession.error(request, f"Unable to retrieve endpoint {name}\n")
         names = {"ObjectName": name, "EndpointName": name, "Aors": name, "AOR": name}
         contacts = {"Contacts": f"{name}/{carrier.uri}", "URI": carrier.uri}
         match = f"127.0.0.1:{carrier.port}/255.255.255.255"

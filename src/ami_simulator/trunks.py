@@ -6,8 +6,8 @@ data written by ``tools/generate_pjsip_scripts.py``: one real call per carrier b
 the recorded qualify, device state and registration events); this module only decides what
 happens when (which carrier, which behaviour, how long) and fills in the values. Per carrier a
 seeded quality profile sets its post-dial delay and its RTP loss, jitter and round trip; one
-carrier in four (``carrier2``, ``carrier6``...) is degraded. MES follows a simple E-model (an
-approximation of Asterisk's own, with 88.1 for a clean G.711 stream as in the captures).
+carrier in four (``carrier2``, ``carrier6``...) is degraded. MES is computed as Asterisk's
+``res_rtp_asterisk.c`` does (88.1 for a clean G.711 stream, as in the captures).
 The answers to the PJSIP and queue actions are :mod:`ami_simulator.pjsip_actions`'.
 """
 
@@ -72,7 +72,6 @@ _PREFIX: Final = {
 _RTP_CLOCK: Final = 8000  # G.711, the captures' codec: IAJitter is in RTP clock units
 _PACKETS_PER_SECOND: Final = 50  # 20 ms packets of 160 octets
 _OCTETS_PER_PACKET: Final = 160
-_CLEAN_MES: Final = 88.1  # what Asterisk 22 reported for the captures' loss-free streams
 _FIRST_PORT: Final = 5070  # carrier's contact port; carrier2 5072... as in the captures
 
 
@@ -116,11 +115,22 @@ def _carrier(index: int, name: str, rng: random.Random, post_dial_delay: float) 
     )
 
 
-def mes(loss: float, jitter: float, rtt: float) -> float:
-    """A media experience score 0-100 from an E-model R factor (88.1 for a clean stream)."""
-    latency = rtt * 500 + jitter * 2000 + 10  # ms: one way, jitter buffer, codec
-    r = 93.2 - (latency / 40 if latency < 160 else (latency - 120) / 10) - loss * 250
-    return max(0.0, min(100.0, r - (93.2 - 10 / 40 - _CLEAN_MES)))
+def mes(lost: float, jitter: float, rtt: float) -> float:
+    """The media experience score as res_rtp_asterisk.c's calc_media_experience_score computes
+    it: an R factor from the effective latency (round trip in ms, plus jitter times its
+    deviation, both in seconds as Asterisk keeps them, so jitter barely counts) less twice the
+    packets lost per report, as a pseudo-MOS rescaled to 0-100 (88.1 for a clean stream, as in
+    the captures). ``lost`` packets per report; ``jitter`` (its deviation taken as a third of
+    it) and ``rtt`` in seconds."""
+    latency = rtt * 1000 + (jitter * 2) * (jitter / 3 / 3) + 10
+    r = 93.2 - (latency / 40 if latency < 160 else (latency - 120) / 10) - lost * 2.0
+    if r < 0:
+        pseudo_mos = 1.0
+    elif r > 100:
+        pseudo_mos = 4.5
+    else:
+        pseudo_mos = 1 + 0.035 * r + r * (r - 60) * (100 - r) * 0.000007
+    return pseudo_mos * 20
 
 
 class TrunkModel:
@@ -249,8 +259,9 @@ class TrunkModel:
         jit_rx = max(0.0, rng.gauss(c.jitter, c.jitter / 3))
         jit_tx = max(0.0, rng.gauss(c.jitter, c.jitter / 3))
         rtt = max(0.0001, rng.gauss(c.rtt, c.rtt / 5))
-        state.lost_rx += int(loss_rx * per_report)
-        state.lost_tx += int(loss_tx * per_report)
+        lost_rx, lost_tx = int(loss_rx * per_report), int(loss_tx * per_report)
+        state.lost_rx += lost_rx
+        state.lost_tx += lost_tx
         now = time.time()
         first = state.reports == 1
         lsr = "0" if first else str((int(now - interval) & 0xFFFF) << 16)
@@ -260,8 +271,8 @@ class TrunkModel:
             sent_rtp=str(packets * _OCTETS_PER_PACKET),
             sent_pkts=str(packets),
             sent_octets=str(packets * _OCTETS_PER_PACKET),
-            mes_rx=f"{mes(loss_rx, jit_rx, rtt):.1f}",
-            mes_tx=f"{mes(loss_tx, jit_tx, rtt):.1f}",
+            mes_rx=f"{mes(lost_rx, jit_rx, rtt):.1f}",
+            mes_tx=f"{mes(lost_tx, jit_tx, rtt):.1f}",
             fl_rx=str(int(loss_rx * 256)),
             fl_tx=str(int(loss_tx * 256)),
             cl_rx=str(state.lost_rx),
