@@ -47,7 +47,7 @@ class Carrier:
 
     name: str
     port: int
-    pdd: float  # mean post-dial delay, seconds
+    pdd: float  # post-dial delay factor: a call's is uniform 0.3-4 s times this
     loss: float  # mean fraction of packets lost, each way
     jitter: float  # mean interarrival jitter, seconds
     rtt: float  # media round trip, seconds

@@ -119,7 +119,9 @@ class SimulatorConfig:
     # actions answer from the carriers' live state. Needs the 22 profile.
     trunks: int = 0
     trunk_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TRUNK_MIX))
-    post_dial_delay: float = 1.0  # mean; each carrier gets its own (seeded), each call varies
+    # Post-dial delay scale: a call's is uniform 0.3-4 s (as sip18's carriers) times this times
+    # its carrier's own seeded factor (0.5-1.5; 1-2.5 for a degraded carrier).
+    post_dial_delay: float = 1.0
     ring_timeout: float = 10.0  # a call that rings out gives up after this (Originate Timeout)
     queue_wait: float = 3.0  # mean time a queue caller waits for an agent (or gives up)
     rtcp_interval: float = 2.0  # rtp.conf rtcpinterval of the captures
@@ -535,7 +537,9 @@ def _build_parser() -> argparse.ArgumentParser:
     trunks.add_argument(
         "--trunk-mix", type=_parse_trunk_mix, default=None, help="answered=28,busy=12,..."
     )
-    trunks.add_argument("--post-dial-delay", type=float, default=1.0, help="mean, seconds")
+    trunks.add_argument(
+        "--post-dial-delay", type=float, default=1.0, help="scale of the 0.3-4 s per call"
+    )
     trunks.add_argument("--ring-timeout", type=float, default=10.0, help="a ring-out gives up")
     trunks.add_argument("--queue-wait", type=float, default=3.0, help="mean wait for an agent")
     trunks.add_argument("--rtcp-interval", type=float, default=2.0)

@@ -107,7 +107,7 @@ def _carrier(index: int, name: str, rng: random.Random, post_dial_delay: float) 
     return Carrier(
         name=name,
         port=_FIRST_PORT + 2 * index,
-        pdd=post_dial_delay * rng.uniform(0.5, 2.5 if degraded else 1.5),
+        pdd=post_dial_delay * (rng.uniform(1.0, 2.5) if degraded else rng.uniform(0.5, 1.5)),
         loss=rng.uniform(0.03, 0.08) if degraded else rng.uniform(0.0, 0.005),
         jitter=rng.uniform(0.03, 0.06) if degraded else rng.uniform(0.001, 0.01),
         rtt=rng.uniform(0.15, 0.3) if degraded else rng.uniform(0.02, 0.08),
@@ -237,7 +237,8 @@ class TrunkModel:
         s, rng = self.settings, self.rng
         ring = s.ring_timeout if name == "ring_out" else s.ring_time * rng.uniform(0.5, 1.5)
         return {
-            "pdd": carrier.pdd * rng.uniform(0.6, 1.4),
+            # As the sip18 carriers: uniform 0.3-4 s per call (times the scale, the carrier's).
+            "pdd": carrier.pdd * rng.uniform(0.3, 4.0),
             "ring": ring,
             "hold": s.hold_time * rng.uniform(0.5, 1.5),
             "queue": s.queue_wait * rng.uniform(0.2, 1.8),
