@@ -550,3 +550,22 @@ async def test_demo_turns_every_feature_on() -> None:
     names = {first(m, "CallerIDName") for m in events if kind(m) == "NewCallerid"}
     assert names and all(name and name.startswith("V") for name in names)
     assert any((first(m, "Channel") or "").startswith("PJSIP/carrier") for m in events)
+
+
+async def test_restart_hangs_up_trunk_calls_and_empties_the_queue(start: Any) -> None:
+    sim = await start(trunks=1, hold_time=10.0, queue_wait=10.0)
+    client = await Client.login(sim)
+    sim.start_trunk_call("answered")
+    sim.start_trunk_call("queue_answered")
+    await client.until(lambda m: kind(m) == "QueueCallerJoin")
+    restart = asyncio.create_task(sim.restart(downtime=0.1))
+    got = await client.until(lambda m: kind(m) == "Shutdown")
+    await restart
+    hangups = [m for m in got if kind(m) == "Hangup"]
+    assert len(hangups) == 2
+    for m in hangups:
+        check_shape(m)
+    devices = {first(m, "Device") for m in got if kind(m) == "DeviceStateChange"}
+    assert devices == {"PJSIP/carrier"}
+    assert sim.active_channels() == []
+    assert sim.trunks is not None and sim.trunks.queue_state.callers == []
