@@ -2,6 +2,7 @@
 
 :class:`ami_simulator.server.SimulatedAsterisk` is the server (``ami-simulator`` on the command
 line, ``python -m ami_simulator``); its call scripts are package data generated from the
-repository's captures by ``tools/generate_simulator_scripts.py`` (see
-:mod:`ami_simulator.scripts`).
+repository's captures by ``tools/generate_simulator_scripts.py`` (Local calls) and
+``tools/generate_pjsip_scripts.py`` (PJSIP carriers, queue, the PJSIP answers; see
+:mod:`ami_simulator.scripts` and :mod:`ami_simulator.trunks`).
 """

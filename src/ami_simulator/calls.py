@@ -14,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Final, Protocol
 
 from ami_exporter.ami.protocol import serialize
 from ami_exporter.ami.session import ServerSession
 from ami_simulator import profiles
 from ami_simulator.clock import local_time
 from ami_simulator.scripts import OUTCOMES
-from ami_simulator.templates import Script, pairs_text
+from ami_simulator.templates import Script, Step, pairs_text
 
-__all__ = ["Broadcast", "Call", "Calls", "traffic"]
+__all__ = ["Broadcast", "Call", "CallHooks", "Calls", "traffic"]
 
 # Event chunks, each with the class a session's event mask must hold to get it.
 Broadcast = Callable[[list[tuple[str, bytes]]], None]
@@ -38,30 +39,63 @@ class Call:
 
     __slots__ = (
         "answered_at",
+        "delays",
         "handle",
         "hold",
         "live",
         "next_phase",
+        "reporter",
+        "reports",
         "script",
         "started",
+        "state",
         "values",
     )
 
-    def __init__(self, script: Script, values: dict[str, str], hold: float) -> None:
+    def __init__(
+        self,
+        script: Script,
+        values: dict[str, str],
+        hold: float,
+        delays: dict[str, float] | None = None,
+    ) -> None:
         self.script = script
         self.values = values
         self.hold = hold
+        # Seconds to wait before each phase, by its wait (ring, hold, pdd, queue).
+        self.delays = delays if delays is not None else {"hold": hold}
         self.next_phase = 0
         self.started = time.time()
         self.answered_at = 0.0
         self.handle: asyncio.Handle | None = None
         # half -> (snapshot text, application text) of each live channel
         self.live: dict[int, tuple[str, str]] = {}
+        self.reports: tuple[Step, ...] = ()  # the RTCP reports sent every interval, if any
+        self.reporter: asyncio.TimerHandle | None = None
+        self.state: object = None  # what the CallHooks keep about this call (media, queue)
 
     def cancel(self) -> None:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
+        self.stop_reports()
+
+    def stop_reports(self) -> None:
+        if self.reporter is not None:
+            self.reporter.cancel()
+            self.reporter = None
+
+
+class CallHooks(Protocol):
+    """What a call's phases ask of the trunk model (ami_simulator.trunks): media and queues."""
+
+    rtcp_interval: float
+
+    def report(self, call: Call) -> None:
+        """Put the next RTCP report's values into ``call.values``."""
+
+    def queue(self, call: Call, what: str) -> None:
+        """The caller joins (``join``) or leaves (``leave``) its queue now."""
 
 
 class Calls:
@@ -82,6 +116,8 @@ class Calls:
         self.broadcast = broadcast
         self.ring_time = ring_time
         self.stats: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
+        self.trunk_stats: Counter[str] = Counter()  # PJSIP trunk calls started, by script
+        self.hooks: CallHooks | None = None
         self._calls: set[Call] = set()
         self.reset_counters()
 
@@ -89,7 +125,18 @@ class Calls:
         """A restarted Asterisk is a new process: its counters start from 0."""
         self._uid_counter = 0
         self._chan_counter = 0
+        self._pjsip_counter = 0  # chan_pjsip numbers its channels on its own
         self.processed = 0  # CoreStatus CoreProcessedCalls: channels created
+
+    def new_uniqueid(self) -> str:
+        """A Uniqueid for a channel that is not part of any call script (a queue agent's)."""
+        uid = f"{int(time.time())}.{self._uid_counter}"
+        self._uid_counter += 1
+        return uid
+
+    def calls(self) -> list[Call]:
+        """The calls in progress (a copy)."""
+        return list(self._calls)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -113,9 +160,27 @@ class Calls:
         }
         if script.uses_channels:
             values.update(self._new_channels(script, int(now)))
-        call = Call(script, values, hold)
+        call = Call(script, values, hold, {"hold": hold, "ring": self.ring_time})
         self._calls.add(call)
         call.handle = asyncio.get_running_loop().call_soon(self._run_phase, call)
+
+    def start_trunk_call(
+        self, script: Script, values: dict[str, str], delays: dict[str, float], state: object
+    ) -> Call:
+        """Start one PJSIP trunk call (``values`` has the trunk, number, caller, times...)."""
+        self.trunk_stats[script.outcome] += 1
+        if script.uses_channels:
+            values["c1"] = f"PJSIP/{values['trunk']}-{self._pjsip_counter:08x}"
+            self._pjsip_counter += 1
+            values["u1"] = self.new_uniqueid()
+            self.processed += 1
+        values.setdefault("answer", values.get("start", ""))  # answered at once, unless it rings
+        call = Call(script, values, delays.get("hold", 0.0), delays)
+        call.answered_at = call.started
+        call.state = state
+        self._calls.add(call)
+        call.handle = asyncio.get_running_loop().call_soon(self._run_phase, call)
+        return call
 
     def _new_channels(self, script: Script, epoch: int) -> dict[str, str]:
         """The names and Uniqueids of a Local channel pair, numbered as Asterisk does."""
@@ -134,10 +199,15 @@ class Calls:
     def _run_phase(self, call: Call) -> None:
         phase = call.script.phases[call.next_phase]
         self._set_times(call, phase.wait)
+        if phase.wait == "hold":
+            call.stop_reports()  # the hang-up starts: no more media
+        if phase.queue and self.hooks is not None:
+            self.hooks.queue(call, phase.queue)
         chunks: list[tuple[str, bytes]] = []
         live = call.live
         for step in phase.steps:
-            chunks.append((step.cls, step.template.format_map(call.values).encode()))
+            if step.template:
+                chunks.append((step.cls, step.template.format_map(call.values).encode()))
             for effect in step.effects:
                 if effect.action == "remove":
                     live.pop(effect.half, None)
@@ -147,11 +217,31 @@ class Calls:
         call.next_phase += 1
         if call.next_phase >= len(call.script.phases):
             self._calls.discard(call)
-            call.handle = None
+            call.cancel()
             return
+        if phase.reports:
+            self._start_reports(call, phase.reports)
         wait = call.script.phases[call.next_phase].wait
-        delay = call.hold if wait == "hold" else self.ring_time
+        delay = call.delays.get(wait, self.ring_time)
         call.handle = asyncio.get_running_loop().call_later(delay, self._run_phase, call)
+
+    def _start_reports(self, call: Call, reports: tuple[Step, ...]) -> None:
+        if self.hooks is None:
+            return
+        call.reports = reports
+        loop = asyncio.get_running_loop()
+        call.reporter = loop.call_later(self.hooks.rtcp_interval, self._send_reports, call)
+
+    def _send_reports(self, call: Call) -> None:
+        """One round of RTCP reports of a call whose media flows, and the next one's timer."""
+        if self.hooks is None or not call.live:
+            call.reporter = None
+            return
+        self.hooks.report(call)
+        values = call.values
+        self.broadcast([(s.cls, s.template.format_map(values).encode()) for s in call.reports])
+        loop = asyncio.get_running_loop()
+        call.reporter = loop.call_later(self.hooks.rtcp_interval, self._send_reports, call)
 
     @staticmethod
     def _set_times(call: Call, wait: str) -> None:
@@ -181,7 +271,10 @@ class Calls:
             for snapshot, _ in call.live.values():
                 chunks += self._restart_hangup(call, snapshot)
             if call.live:
-                state = [("Device", call.script.dial), ("State", "NOT_INUSE")]
+                device = call.script.dial.format_map(call.values)
+                if device.startswith("PJSIP/"):  # a trunk's device is the endpoint
+                    device = "PJSIP/" + call.values.get("trunk", "")
+                state = [("Device", device), ("State", "NOT_INUSE")]
                 event = ServerSession.event("DeviceStateChange", ("Privilege", "call,all"), *state)
                 chunks.append(("call", event))
         self._calls.clear()

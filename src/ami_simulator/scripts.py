@@ -21,13 +21,22 @@ The format, one JSON object per file::
 A step is one of:
 
 * ``{"wait": "ring"}`` or ``{"wait": "hold"}``: here the call waits ``ring_time`` (the far
-  end rings) or the answered call's hold time;
+  end rings) or the answered call's hold time; the PJSIP trunk scripts also wait ``"pdd"``
+  (the carrier's post-dial delay, before its first answer) and ``"queue"`` (a caller waiting
+  in a queue for an agent);
 * an event: ``{"event": "Hangup", "privilege": "call,all", "headers": [...]}``, its headers
   after ``Event`` and ``Privilege``. A channel event (one that starts with the snapshot block of
   ``SNAPSHOT_KEYS``) also has ``"half"``: 1 or 2, the ``;1`` or ``;2`` half of the Local channel
   it is about, and ``"snapshot"``: the snapshot keys whose values change with it (all of them on
   the half's first event), as ``[key, value]`` pairs. The simulator keeps each half's snapshot
   and sends it whole before ``headers``.
+
+An event with ``"repeat": true`` is a media report (``RTCPSent``/``RTCPReceived``): it is sent
+every RTCP interval from there on until the channel hangs up, not once.
+
+The PJSIP trunk scripts (``ami_simulator/scripts/pjsip/<name>.json``, written by
+``tools/generate_pjsip_scripts.py`` from ``tests/fixtures/pjsip``) have one channel, ``half``
+1, and more placeholders (:data:`PJSIP_PLACEHOLDERS`).
 
 A header is ``[key, value]``, or ``{"snapshot": 1, "prefix": "Dest"}``: the current snapshot of
 that half with every key prefixed (``DestChannel``, ``LocalOneUniqueid``...).
@@ -48,8 +57,11 @@ from typing import Final, Literal
 
 __all__ = [
     "OUTCOMES",
+    "PJSIP_PLACEHOLDERS",
+    "PJSIP_SCRIPTS",
     "PLACEHOLDERS",
     "SNAPSHOT_KEYS",
+    "WAITS",
     "CallScript",
     "EventStep",
     "Header",
@@ -59,6 +71,7 @@ __all__ = [
     "dump",
     "load",
     "load_all",
+    "load_pjsip",
     "parse",
 ]
 
@@ -95,7 +108,66 @@ PLACEHOLDERS: Final = frozenset(
     {"c1", "c2", "u1", "u2", "aid", "cidname", "start", "answer", "end", "dur", "bill", "hold"}
 )
 
-WaitFor = Literal["ring", "hold"]
+# The PJSIP trunk scripts, by the carrier behaviour of tests/fixtures/pjsip (CAPTURES.md).
+PJSIP_SCRIPTS: Final = (
+    "answered",
+    "answered_local_bye",
+    "busy",
+    "congestion",
+    "not_found",
+    "unavailable",
+    "declined",
+    "ring_out",
+    "trunk_down",
+    "inbound",
+    "queue_answered",
+    "queue_abandoned",
+)
+
+# Per-call values of the PJSIP scripts beyond PLACEHOLDERS: the dialled number and trunk, the
+# RTCP report values (``ami_simulator.trunks``), a queue caller's position, waits and agent.
+PJSIP_PLACEHOLDERS: Final = PLACEHOLDERS | frozenset(
+    {
+        "num",
+        "trunk",
+        "rtp_far",
+        "rtp_near",
+        "ssrc_us",
+        "ssrc_them",
+        "ntp",
+        "ntp_them",
+        "sent_rtp",
+        "sent_pkts",
+        "sent_octets",
+        "mes_rx",
+        "mes_tx",
+        "fl_rx",
+        "fl_tx",
+        "cl_rx",
+        "cl_tx",
+        "seq_rx",
+        "seq_tx",
+        "jit_rx",
+        "jit_tx",
+        "lsr_rx",
+        "lsr_tx",
+        "dlsr_rx",
+        "dlsr_tx",
+        "rtt",
+        "qpos",
+        "qcount",
+        "qleft",
+        "qhold",
+        "talk",
+        "agent_c",
+        "agent_u",
+        "agent_if",
+        "agent_name",
+    }
+)
+
+WaitFor = Literal["ring", "hold", "pdd", "queue"]
+WAITS: Final[tuple[WaitFor, ...]] = ("ring", "hold", "pdd", "queue")
 Pair = tuple[str, str]
 
 
@@ -119,13 +191,17 @@ class Wait:
 
 @dataclass(frozen=True, slots=True)
 class EventStep:
-    """One event; ``half`` is set for channel events, whose ``snapshot`` are its changes."""
+    """One event; ``half`` is set for channel events, whose ``snapshot`` are its changes.
+
+    ``repeat``: a media report (RTCP) that the simulator sends again every RTCP interval from
+    here until the call's channel hangs up, instead of once."""
 
     event: str
     privilege: str
     headers: tuple[Header, ...] = ()
     half: int | None = None
     snapshot: tuple[Pair, ...] = ()
+    repeat: bool = False
 
 
 Step = EventStep | Wait
@@ -155,6 +231,16 @@ def load_all() -> dict[str, CallScript]:
     return {outcome: load(outcome) for outcome in OUTCOMES}
 
 
+def load_pjsip(name: str) -> CallScript:
+    """The PJSIP trunk script ``name`` (one of PJSIP_SCRIPTS) from the package data."""
+    if name not in PJSIP_SCRIPTS:
+        raise ValueError(
+            f"unknown PJSIP script {name!r}; expected one of {', '.join(PJSIP_SCRIPTS)}"
+        )
+    text = resources.files("ami_simulator").joinpath("scripts", "pjsip", f"{name}.json")
+    return parse(text.read_text(encoding="utf-8"))
+
+
 def parse(text: str) -> CallScript:
     """A script from its JSON; ``ValueError`` if it is not in the format above."""
     data = _obj(json.loads(text), "script")
@@ -172,9 +258,10 @@ def _step(value: object) -> Step:
     data = _obj(value, "step")
     if "wait" in data:
         until = data["wait"]
-        if until not in ("ring", "hold"):
-            raise ValueError(f"bad wait {until!r}")
-        return Wait("ring" if until == "ring" else "hold")
+        for wait in WAITS:
+            if until == wait:
+                return Wait(wait)
+        raise ValueError(f"bad wait {until!r}")
     half = data.get("half")
     return EventStep(
         event=_str(data.get("event"), "event"),
@@ -182,6 +269,7 @@ def _step(value: object) -> Step:
         headers=tuple(_header(h) for h in _list(data.get("headers", []), "headers")),
         half=None if half is None else _half(half),
         snapshot=tuple(_pair(p) for p in _list(data.get("snapshot", []), "snapshot")),
+        repeat=data.get("repeat", False) is True,
     )
 
 
@@ -241,6 +329,8 @@ def _step_json(step: Step) -> dict[str, object]:
     if isinstance(step, Wait):
         return {"wait": step.until}
     out: dict[str, object] = {"event": step.event, "privilege": step.privilege}
+    if step.repeat:
+        out["repeat"] = True
     if step.half is not None:
         out["half"] = step.half
         out["snapshot"] = [list(pair) for pair in step.snapshot]

@@ -11,6 +11,12 @@ so header names, header order, ``Privilege`` values and per-channel event order 
 real Asterisk, including its quirks (``Cdr`` before ``Newchannel``, the ``;1`` half's
 ``Cause: 0`` on busy, ``OriginateResponse`` reasons, ``Uniqueid`` counters).
 
+With ``trunks`` > 0 it is instead the Asterisk 22 of ``tests/fixtures/pjsip``: calls over PJSIP
+carriers ``carrier``, ``carrier2``... with the captured outcome mix, post-dial delay, RTCP
+reports, inbound and queue calls, qualify and registration flaps, and the PJSIP/queue list
+actions and ``ListCommands`` answered as recorded, per the user's write classes
+(:mod:`~ami_simulator.trunks`).
+
 It is used by the exporter's demo mode and by the tests, so it needs only the standard library
 and the sans-IO :mod:`ami_exporter.ami` protocol and session, and reads its call scripts from
 package data, never the captures. The layers, bottom up:
@@ -20,6 +26,8 @@ package data, never the captures. The layers, bottom up:
 * :mod:`~ami_simulator.templates` scripts compiled into a version's event templates;
 * :mod:`~ami_simulator.calls` calls in progress, their timed phases and live channels;
 * :mod:`~ami_simulator.actions` and :mod:`~ami_simulator.extras` the answers to actions;
+* :mod:`~ami_simulator.carriers`, :mod:`~ami_simulator.pjsip_actions` and
+  :mod:`~ami_simulator.trunks` the PJSIP carriers, their answers and their calls;
 * :mod:`~ami_simulator.connection` one client's socket and session state;
 * this module: the asyncio server that ties them together (lifecycle, login, dispatch,
   broadcast) and the command line.
@@ -49,8 +57,17 @@ from ami_simulator.calls import Calls, traffic
 from ami_simulator.connection import Connection
 from ami_simulator.extras import SimulatedExtras
 from ami_simulator.scripts import OUTCOMES
+from ami_simulator.trunks import DEFAULT_TRUNK_MIX, TRUNK_SCRIPTS, TrunkModel, TrunkSettings
 
-__all__ = ["DEFAULT_MIX", "OUTCOMES", "SimulatedAsterisk", "SimulatorConfig", "main"]
+__all__ = [
+    "DEFAULT_MIX",
+    "DEFAULT_TRUNK_MIX",
+    "OUTCOMES",
+    "TRUNK_SCRIPTS",
+    "SimulatedAsterisk",
+    "SimulatorConfig",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +113,22 @@ class SimulatorConfig:
     allow_remote: bool = False  # refuse a non-loopback listen address unless True
     ssl_context: ssl.SSLContext | None = None  # serve AMI over TLS (manager.conf tlsenable)
     vicidial: bool = False  # generated calls carry VICIdial auto-dial call IDs (V...)
+    # PJSIP carriers (ami_simulator.trunks), as the Asterisk 22 of tests/fixtures/pjsip: with
+    # trunks > 0 the generated calls go over carrier, carrier2, ... with trunk_mix's
+    # behaviours (the Local calls of ``mix`` are then not generated), and the PJSIP and queue
+    # actions answer from the carriers' live state. Needs the 22 profile.
+    trunks: int = 0
+    trunk_mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TRUNK_MIX))
+    # Post-dial delay scale: a call's is uniform 0.3-4 s (as sip18's carriers) times this times
+    # its carrier's own seeded factor (0.5-1.5; 1-2.5 for a degraded carrier).
+    post_dial_delay: float = 1.0
+    ring_timeout: float = 10.0  # a call that rings out gives up after this (Originate Timeout)
+    queue_wait: float = 3.0  # mean time a queue caller waits for an agent (or gives up)
+    rtcp_interval: float = 2.0  # rtp.conf rtcpinterval of the captures
+    flap_interval: float = 0.0  # mean seconds between qualify/registration flaps; 0: none
+    # The user's manager.conf write classes: ListCommands and Permission denied follow them
+    # (the captures' exporter user; the README's least-privilege user has "reporting").
+    user_write: str = "system,call,reporting,originate"
 
 
 class SimulatedAsterisk:
@@ -122,10 +155,12 @@ class SimulatedAsterisk:
             self.profile, self.asterisk_version, self.ami_version, config.system_name
         )
         self._actions = actions.Actions(identity, self._boot, self._calls)
+        self.trunks = self._trunk_model(config)
         self._server: asyncio.Server | None = None
         self._sessions: set[Connection] = set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._generator: asyncio.Task[None] | None = None
+        self._flapper: asyncio.Task[None] | None = None
         self._port = config.port
         self._running = False
         self._down = False
@@ -134,6 +169,32 @@ class SimulatedAsterisk:
             "logoff": self._logoff,
             "challenge": self._challenge,
         }
+
+    def _trunk_model(self, config: SimulatorConfig) -> TrunkModel | None:
+        if config.trunks <= 0:
+            return None
+        if self.profile.major != "22":
+            raise ValueError("PJSIP carriers (trunks > 0) need the Asterisk 22 profile")
+        unknown = set(config.trunk_mix) - set(TRUNK_SCRIPTS)
+        if unknown:
+            raise ValueError(f"unknown trunk call(s) in trunk_mix: {', '.join(sorted(unknown))}")
+        settings = TrunkSettings(
+            trunks=config.trunks,
+            mix=dict(config.trunk_mix),
+            hold_time=config.hold_time,
+            ring_time=config.ring_time,
+            post_dial_delay=config.post_dial_delay,
+            ring_timeout=config.ring_timeout,
+            queue_wait=config.queue_wait,
+            rtcp_interval=config.rtcp_interval,
+            user_write=actions.parse_mask(config.user_write),
+        )
+        return TrunkModel(settings, self.profile, self._calls, self._broadcast, self._rng)
+
+    @property
+    def trunk_stats(self) -> dict[str, int]:
+        """PJSIP trunk calls started since the simulator was made, by script."""
+        return dict(self._calls.trunk_stats)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -161,8 +222,13 @@ class SimulatedAsterisk:
         self._port = int(sock.getsockname()[1])
 
     def _start_generator(self) -> None:
-        if self.config.calls_per_second > 0 and self._generator is None:
-            config = self.config
+        config = self.config
+        if self.trunks is not None and config.flap_interval > 0 and self._flapper is None:
+            self._flapper = asyncio.create_task(self.trunks.flaps(config.flap_interval))
+        if self.trunks is not None and config.calls_per_second > 0 and self._generator is None:
+            trunk_traffic = self.trunks.traffic(config.calls_per_second, config.vicidial)
+            self._generator = asyncio.create_task(trunk_traffic)
+        if config.calls_per_second > 0 and self._generator is None:
             generate = traffic(
                 self._calls,
                 self._rng,
@@ -174,11 +240,12 @@ class SimulatedAsterisk:
             self._generator = asyncio.create_task(generate)
 
     async def _stop_generator(self) -> None:
-        task, self._generator = self._generator, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._generator, self._flapper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._generator = self._flapper = None
 
     async def stop(self) -> None:
         """Stop traffic, close every session and the listener."""
@@ -232,6 +299,8 @@ class SimulatedAsterisk:
         # A restarted Asterisk is a new process: new start time, counters from 0.
         self._boot.restart()
         self._calls.reset_counters()
+        if self.trunks is not None:
+            self.trunks.restart()
         if self._running:
             await self._listen()
             self._down = False
@@ -268,6 +337,18 @@ class SimulatedAsterisk:
             return  # a restarting Asterisk takes no calls
         hold = self.config.hold_time if hold_time is None else hold_time
         self._calls.start(outcome, hold, caller_name)
+
+    def start_trunk_call(
+        self, name: str = "answered", trunk: str | None = None, *, caller_name: str | None = None
+    ) -> None:
+        """Start one PJSIP trunk call of behaviour ``name`` (TRUNK_SCRIPTS) on ``trunk``
+        (default: a random carrier); needs ``trunks`` > 0."""
+        if self.trunks is None:
+            raise RuntimeError("no PJSIP carriers: set SimulatorConfig.trunks")
+        if not self._running:
+            raise RuntimeError("simulator is not running")
+        if not self._down:
+            self.trunks.start_call(name, trunk, caller_name)
 
     def active_channels(self) -> list[dict[str, str]]:
         """The live channels, with the fields CoreShowChannels reports for them."""
@@ -333,7 +414,12 @@ class SimulatedAsterisk:
             state = "On" if session.classes else "Off"
             session.send(ServerSession.response(message, "Success", ("Events", state)))
         else:
-            answer = self.extras.answer(name, message)  # peers, registrations, queues
+            # Peers, registrations, queues: the carriers' (Asterisk 22 as captured), or the
+            # version profile's few fixed ones.
+            if self.trunks is not None:
+                answer = self.trunks.answer(name, message)
+            else:
+                answer = self.extras.answer(name, message)
             if answer is None:
                 answer = self._actions.answer(name, message)
             session.send(answer if answer is not None else ServerSession.unknown_action(message))
@@ -396,6 +482,24 @@ def _parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
+def _parse_trunk_mix(text: str) -> dict[str, float]:
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, weight = part.partition("=")
+        name = name.strip()
+        if not sep or name not in TRUNK_SCRIPTS:
+            raise argparse.ArgumentTypeError(
+                f"bad trunk mix entry {part!r}; behaviours: {', '.join(TRUNK_SCRIPTS)}"
+            )
+        try:
+            mix[name] = float(weight)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad weight in {part!r}") from None
+    return mix
+
+
 def _parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit():
@@ -423,6 +527,30 @@ def _build_parser() -> argparse.ArgumentParser:
         help="version profile: banner, event names and fields of that Asterisk (default 22)",
     )
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback address")
+    parser.add_argument("--vicidial", action="store_true", help="VICIdial call IDs as caller names")
+    trunks = parser.add_argument_group(
+        "PJSIP carriers", "Asterisk 22 with chan_pjsip trunks, as in tests/fixtures/pjsip"
+    )
+    trunks.add_argument(
+        "--trunks", type=int, default=0, help="carriers carrier, carrier2... (0: Local calls)"
+    )
+    trunks.add_argument(
+        "--trunk-mix", type=_parse_trunk_mix, default=None, help="answered=28,busy=12,..."
+    )
+    trunks.add_argument(
+        "--post-dial-delay", type=float, default=1.0, help="scale of the 0.3-4 s per call"
+    )
+    trunks.add_argument("--ring-timeout", type=float, default=10.0, help="a ring-out gives up")
+    trunks.add_argument("--queue-wait", type=float, default=3.0, help="mean wait for an agent")
+    trunks.add_argument("--rtcp-interval", type=float, default=2.0)
+    trunks.add_argument(
+        "--flap-interval", type=float, default=0.0, help="mean seconds between flaps (0: none)"
+    )
+    trunks.add_argument(
+        "--user-write",
+        default="system,call,reporting,originate",
+        help="the user's manager.conf write classes (ListCommands, Permission denied)",
+    )
     return parser
 
 
@@ -463,12 +591,25 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         asterisk_version=args.asterisk_version,
         allow_remote=args.allow_remote,
+        vicidial=args.vicidial,
+        trunks=args.trunks,
+        post_dial_delay=args.post_dial_delay,
+        ring_timeout=args.ring_timeout,
+        queue_wait=args.queue_wait,
+        rtcp_interval=args.rtcp_interval,
+        flap_interval=args.flap_interval,
+        user_write=args.user_write,
     )
     if args.mix is not None:
         config.mix = args.mix
+    if args.trunk_mix is not None:
+        config.trunk_mix = args.trunk_mix
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         asyncio.run(_serve(config))
+    except ValueError as exc:  # settings the simulator refuses (trunks on another profile...)
+        print(f"ami-simulator: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"ami-simulator: {exc}", file=sys.stderr)
         return 1

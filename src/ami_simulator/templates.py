@@ -45,8 +45,11 @@ class Step:
 
 @dataclass(frozen=True, slots=True)
 class Phase:
-    wait: str  # "" (start at once), "ring" or "hold": what to wait before this phase
+    wait: str  # "" (start at once), "ring", "hold", "pdd" or "queue": what to wait before it
     steps: tuple[Step, ...]
+    # Media reports sent every RTCP interval from this phase on, until the call hangs up.
+    reports: tuple[Step, ...] = ()
+    queue: str = ""  # "join" or "leave": the phase puts the caller in or out of the queue
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,14 @@ def _raw() -> dict[str, CallScript]:
     return scripts.load_all()
 
 
+@functools.cache
+def compiled_pjsip(profile: profiles.Profile) -> dict[str, Script]:
+    """Every PJSIP trunk script in ``profile``'s dialect (compiled once per profile)."""
+    return {
+        name: compile_script(scripts.load_pjsip(name), profile) for name in scripts.PJSIP_SCRIPTS
+    }
+
+
 class _Compiler:
     """Walks one script, keeping each half's snapshot and dialplan application."""
 
@@ -88,15 +99,26 @@ class _Compiler:
     def phases(self) -> tuple[Phase, ...]:
         phases: list[Phase] = []
         steps: list[Step] = []
+        reports: list[Step] = []
         wait = ""
         for step in self.script.steps:
             if isinstance(step, scripts.Wait):
-                phases.append(Phase(wait, tuple(steps)))
-                steps, wait = [], step.until
+                phases.append(self._phase(wait, steps, reports))
+                steps, reports, wait = [], [], step.until
+            elif step.repeat:
+                reports += self._event(step)
             else:
                 steps += self._event(step)
-        phases.append(Phase(wait, tuple(steps)))
+        phases.append(self._phase(wait, steps, reports))
         return tuple(phases)
+
+    @staticmethod
+    def _phase(wait: str, steps: list[Step], reports: list[Step]) -> Phase:
+        names = {step.template[7 : step.template.find("\r")] for step in steps}
+        queue = (
+            "leave" if "QueueCallerLeave" in names else "join" if "QueueCallerJoin" in names else ""
+        )
+        return Phase(wait, tuple(steps), tuple(reports), queue)
 
     def _event(self, step: EventStep) -> list[Step]:
         pairs: Pairs = [("Event", step.event), ("Privilege", step.privilege)]
