@@ -174,3 +174,9 @@ async def test_queues_flag_gates_the_queue_polls(
     out = io.StringIO()
     print(ServerReport(server).render(), file=out)
     assert ("queues on" in out.getvalue()) is queues
+
+
+def test_the_demo_turns_every_collector_on_unless_turned_off() -> None:
+    assert collectors("--demo") == dict.fromkeys(DEFAULTS, True)
+    assert collectors("--demo", "--no-collector.rtp")["rtp"] is False
+    assert collectors("--demo", "--collector.disable-defaults") == dict.fromkeys(DEFAULTS, False)

@@ -258,9 +258,14 @@ def _add_collector_flags(p: argparse.ArgumentParser) -> None:
 
 
 def collectors_from_args(args: argparse.Namespace) -> dict[str, bool]:
-    """Each optional collector's default for every server, from the ``--collector.*`` flags."""
+    """Each optional collector's default for every server, from the ``--collector.*`` flags.
+
+    ``--demo`` shows every feature: there each collector is on unless turned off.
+    """
     out: dict[str, bool] = {}
-    for name, default in COLLECTORS.items():
+    demo = bool(getattr(args, "demo", False))
+    for name, usual in COLLECTORS.items():
+        default = usual or demo
         flag = getattr(args, f"collector_{name}", None)
         on = default and not getattr(args, "collector_disable_defaults", False)
         out[name] = on if flag is None else bool(flag)
