@@ -7,6 +7,8 @@ small parts, one per concern, and routes each event to the part it feeds:
 * :class:`~.core.CoreState` (``core``): Asterisk's version, start and reload times, restarts;
 * :class:`~.channels.ChannelTracker` (``tracker``): live channels and calls, hangups,
   originates, dials, channel durations, resyncs;
+* :class:`~.trunks.TrunkTracker` (``trunks``): per-trunk outcomes, SIP codes, post-dial
+  delay, answered time and RTP quality (on by default; see :meth:`ServerState.configure`);
 * :class:`~.security.SecurityEvents` (``security_events``), :class:`~.peers.PeerState`
   (``peers``), :class:`~.queues.QueueState` (``queues``) and
   :class:`~.vicidial.VicidialState` (``vicidial``).
@@ -40,6 +42,7 @@ from ami_exporter.state.health import ConnectionHealth
 from ami_exporter.state.peers import PeerState
 from ami_exporter.state.queues import QueueState
 from ami_exporter.state.security import SecurityEvents
+from ami_exporter.state.trunks import TrunkTracker
 from ami_exporter.state.vicidial import VicidialState
 
 # Raw event names remembered before counting into `other` (memory bound, not a label bound),
@@ -47,6 +50,19 @@ from ami_exporter.state.vicidial import VicidialState
 # bytes); 512 names of up to max_message_size each would be 512 MiB.
 MAX_DISTINCT_EVENT_NAMES: Final = 512
 MAX_EVENT_NAME_BYTES: Final = 64
+
+Handler = Callable[[Message], None]
+_SHARED_EVENTS: Final = ("Newchannel", "Newstate", "Hangup")  # channels and trunks
+
+
+def _both(first: Callable[[Message], None], second: Callable[[Message], None]) -> Handler:
+    """One handler that runs two (an event two parts need)."""
+
+    def handle(msg: Message) -> None:
+        first(msg)
+        second(msg)
+
+    return handle
 
 
 class ServerState:
@@ -72,6 +88,7 @@ class ServerState:
         self.security_events = SecurityEvents()
         self.peers = PeerState()  # trunks and registrations: events here, polls in client.polls
         self.queues = QueueState()  # app_queue, polled (opt-in)
+        self.trunks = TrunkTracker(clock)
         self.event_counts: dict[bytes, int] = {}  # raw event name -> events received
 
         tracker = self.tracker
@@ -91,6 +108,9 @@ class ServerState:
         }
         for event in labels.SECURITY_EVENTS:
             self._handlers[event] = self.security_events.on_security
+        # The ChannelTracker's own handlers of the events the trunk tracker needs too.
+        self._channel_handlers = {name: self._handlers[name] for name in _SHARED_EVENTS}
+        self._wire_trunks(trunks=True, rtp=True)
 
     def configure(
         self,
@@ -98,10 +118,44 @@ class ServerState:
         peers_include: str | None = None,
         peers_exclude: str | None = None,
         vicidial: bool = False,
+        trunks: bool = True,
+        rtp: bool = True,
+        trunks_include: str | None = None,
+        trunks_exclude: str | None = None,
     ) -> None:
-        """Per-server options from the configuration (see ``ServerConfig``)."""
+        """Per-server options from the configuration (see ``ServerConfig``).
+
+        ``trunks=False``: channel events do no trunk work and no trunk call series exist;
+        ``rtp=False``: RTCP events are not even parsed. Call it before the first connection
+        (the client reads :attr:`parsed_event_names` when it connects)."""
         self.peers.set_filter(peers_include, peers_exclude)
         self.vicidial.enabled = vicidial
+        self.trunks.set_selection(trunks_include, trunks_exclude)
+        self._wire_trunks(trunks=trunks, rtp=rtp)
+
+    def _wire_trunks(self, *, trunks: bool, rtp: bool) -> None:
+        """Route the channel and RTCP events to the trunk tracker too, as enabled: one extra
+        call per channel event (the ChannelTracker's handler runs first), and the trunk
+        handler returns at once for a channel that is not a trunk."""
+        handlers, part = self._handlers, self.trunks
+        part.seed_calls = trunks
+        extra: dict[str, Handler] = {
+            "Newchannel": part.on_newchannel,
+            "Newstate": part.on_newstate,
+            "Hangup": part.on_hangup,
+        }
+        for name, own in self._channel_handlers.items():
+            handlers[name] = _both(own, extra[name]) if trunks else own
+        own_events = {
+            "DialState": (trunks, part.on_dial_state),
+            "RTCPSent": (rtp, part.on_rtcp_sent),
+            "RTCPReceived": (rtp, part.on_rtcp_received),
+        }
+        for name, (enabled, handler) in own_events.items():
+            if enabled:
+                handlers[name] = handler
+            else:
+                handlers.pop(name, None)
 
     # ------------------------------------------------------------------ events
 
@@ -153,10 +207,12 @@ class ServerState:
     def _on_fully_booted(self, msg: Message) -> None:
         if self.core.on_fully_booted(msg):
             self.tracker.clear()  # channels tracked before a new boot can only be ghosts
+            self.trunks.clear()
 
     def _on_shutdown(self, msg: Message) -> None:
         self.core.on_shutdown()
         self.tracker.clear()
+        self.trunks.clear()
 
     def _on_reload(self, msg: Message) -> None:
         self.core.on_reload()
@@ -173,6 +229,7 @@ class ServerState:
         """CoreStatus: start and reload times; a changed start time means a restart."""
         if self.core.apply_core_status(msg):
             self.tracker.clear()
+            self.trunks.clear()
 
     def resync_begin(self) -> None:
         """Mark the point a CoreShowChannels was sent: later events are newer than it."""
@@ -180,7 +237,11 @@ class ServerState:
 
     def resync_complete(self, items: Iterable[Message]) -> tuple[int, int]:
         """Reconcile the live set with a CoreShowChannels snapshot; return (added, removed)."""
-        return self.tracker.resync_complete(items)
+        tracker = self.tracker
+        result = tracker.resync_complete(items)
+        if len(tracker.channels) < tracker.max_channels:  # else the live set is incomplete
+            self.trunks.retain(tracker.channels, tracker.resync_grace)
+        return result
 
     def resync_complete_aborted(self) -> None:
         """End a resync whose CoreShowChannels was refused: keep the live set."""
@@ -190,6 +251,7 @@ class ServerState:
         """Periodic upkeep off the scrape path (the client calls it from its ping loop):
         forgets resync-removed channels whose grace period ran out, counting them as ghosts."""
         self.tracker.tick()
+        self.trunks.tick()
 
     # ------------------------------------------------------------------ connection health
     # The client reports what happened to its session through these; it writes no field.
