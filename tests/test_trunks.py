@@ -21,6 +21,7 @@ from ami_exporter.config.errors import ConfigError
 from ami_exporter.config.servers import load_config_file
 from ami_exporter.metrics.collector import AMICollector
 from ami_exporter.state import trunks as trunks_module
+from ami_exporter.state.channels import Histogram
 from ami_exporter.state.server import ServerState
 from ami_exporter.state.trunks import MAX_TRUNKS, OUTCOMES, cause_outcome, endpoint_of
 
@@ -483,6 +484,17 @@ def test_rtcp_on_non_trunk_channels_is_ignored() -> None:
         rtcp("RTCPSent", "Local/x@y-00000001;1", **report("3", "4")),
     )
     assert state.trunks.rtp_loss == {} and state.trunks.trunks == []
+
+
+def test_the_bisecting_histogram_buckets_as_the_channel_histogram() -> None:
+    bounds = trunks_module.PDD_BUCKETS
+    values = [-1.0, 0.0, *bounds, *(b + 1e-9 for b in bounds), *(b - 1e-9 for b in bounds), 1e9]
+    ours, reference = trunks_module._Histogram(bounds), Histogram(bounds)
+    for value in values:
+        ours.observe(value)
+        reference.observe(value)
+    assert ours.cumulative() == reference.cumulative()
+    assert ours.total == reference.total
 
 
 # ---------------------------------------------------------------------------- exported series

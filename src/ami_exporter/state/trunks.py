@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -143,7 +144,7 @@ def endpoint_of(channel: str) -> str | None:
 
 
 def _timestamp(msg: Message) -> float | None:
-    raw = msg.get("Timestamp")
+    raw = msg.get_optional("Timestamp")
     if not raw:
         return None
     try:
@@ -169,6 +170,18 @@ def _float(raw: str | None) -> float | None:
     except ValueError:
         return None
     return None if math.isnan(value) else value
+
+
+class _Histogram(Histogram):
+    """A :class:`Histogram` whose observe is one C-level bisection (RTCP observes often)."""
+
+    __slots__ = ()
+
+    def observe(self, value: float) -> None:
+        # bisect_left: the first bound >= value, i.e. the bucket `value <= bound`; past the
+        # last bound, the +Inf bucket.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
 
 
 @dataclass(slots=True)
@@ -350,16 +363,13 @@ class TrunkTracker:
         trunk = ch.trunk
         if ch.up is not None:
             outcome = ANSWERED
-            key2 = (trunk, ch.direction)
-            hist = self.answered_duration.get(key2)
-            if hist is None:
-                hist = self.answered_duration[key2] = Histogram(ANSWERED_BUCKETS)
-            hist.observe(self._elapsed(ch.up_ts, ch.up, msg))
+            answered = self._elapsed(ch.up_ts, ch.up, msg)
+            _observe(self.answered_duration, (trunk, ch.direction), ANSWERED_BUCKETS, answered)
         else:
             outcome = cause_outcome(msg.get("Cause"))
         key = (trunk, ch.direction, outcome)
         self.calls[key] = self.calls.get(key, 0) + 1
-        code = _int(msg.get("TechCause"))
+        code = _int(msg.get_optional("TechCause"))
         if code is not None and 100 <= code <= 699:  # the SIP status codes
             self._count_code(trunk, str(code))
 
@@ -392,10 +402,8 @@ class TrunkTracker:
 
     def _observe_pdd(self, ch: TrunkChannel, msg: Message) -> None:
         ch.waiting = False
-        hist = self.post_dial_delay.get(ch.trunk)
-        if hist is None:
-            hist = self.post_dial_delay[ch.trunk] = Histogram(PDD_BUCKETS)
-        hist.observe(self._elapsed(ch.created_ts, ch.created, msg))
+        pdd = self._elapsed(ch.created_ts, ch.created, msg)
+        _observe(self.post_dial_delay, ch.trunk, PDD_BUCKETS, pdd)
 
     # ------------------------------------------------------------------ RTCP
 
@@ -423,7 +431,7 @@ class TrunkTracker:
             jitter = _int(msg.get(jitter_key))
             if jitter is not None and jitter >= 0:
                 _observe(self.rtp_jitter, key, JITTER_BUCKETS, jitter / RTP_CLOCK_RATE)
-        mes = _float(msg.get("MES"))
+        mes = _float(msg.get_optional("MES"))
         if mes is not None and 0.0 <= mes <= 100.0:  # the MES scale
             _observe(self.rtp_mes, key, MES_BUCKETS, mes)
         if stream == SENT and _int(msg.get("Report0LSR")):
@@ -469,5 +477,5 @@ class TrunkTracker:
 def _observe(into: dict[K, Histogram], key: K, bounds: tuple[float, ...], value: float) -> None:
     hist = into.get(key)
     if hist is None:
-        hist = into[key] = Histogram(bounds)
+        hist = into[key] = _Histogram(bounds)
     hist.observe(value)
