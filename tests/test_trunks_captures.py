@@ -417,6 +417,36 @@ def test_a_bad_trunks_regex_is_refused_at_start_with_file_and_line(tmp_path: Pat
     )
     result = run_exporter([f"--config.file={config}"], cwd=tmp_path)
     assert result.returncode == 2
-    assert f"{config}:6" in result.stderr
-    assert "trunks_exclude" in result.stderr
+    assert f"{config}:6: trunks_exclude: invalid regular expression" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_exporter_connected_mid_call_measures_rtp_but_counts_no_calls() -> None:
+    """exporter-midcall: an exporter that connects while the 20 answered calls are up learns
+    them from CoreShowChannels (asterisk_active_channels), measures their RTCP by channel name,
+    and counts no trunk call: their Newchannel was not seen (documented)."""
+    name = "pjsip/exporter-midcall.listener.raw.gz"
+    events = capture_events(name)
+    cut = next(i for i, m in enumerate(events) if m.name == "Hangup")
+    assert sum(1 for m in events[:cut] if m.name == "Newchannel") == 20
+    admin = capture_events("pjsip/exporter-midcall.admin.raw")
+    listed = [m for m in admin if m.name == "CoreShowChannel"]
+    assert len(listed) == 20
+    state = ServerState("lab")
+    state.record_session_up()
+    state.resync_begin()
+    state.resync_complete(listed)
+    for msg in events[cut:]:
+        state.handle_event(msg)
+    expected = Expected()
+    for msg in events[cut:]:
+        if msg.name.startswith("RTCP"):
+            expected.feed(0.0, dict(reversed(msg.headers)))
+    assert state.trunks.live_channels == 0
+    assert {k: n for k, n in state.trunks.calls.items() if n} == {}
+    got = {("loss", *k): (h.cumulative()[-1][1], h.total) for k, h in state.trunks.rtp_loss.items()}
+    want = {
+        k: (len(v), pytest.approx(math.fsum(v))) for k, v in expected.rtp.items() if k[0] == "loss"
+    }
+    assert got == want and sum(n for n, _ in got.values()) > 0
+    assert state.channels_by_tech == {"PJSIP": 0}
