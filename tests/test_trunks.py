@@ -16,7 +16,7 @@ from prometheus_client.core import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ami_exporter.ami.protocol import Message
+from ami_exporter.ami.protocol import Message, parse_block, parse_event
 from ami_exporter.config.errors import ConfigError
 from ami_exporter.config.servers import load_config_file
 from ami_exporter.metrics.collector import AMICollector
@@ -495,6 +495,18 @@ def test_the_bisecting_histogram_buckets_as_the_channel_histogram() -> None:
         reference.observe(value)
     assert ours.cumulative() == reference.cumulative()
     assert ours.total == reference.total
+
+
+@pytest.mark.parametrize("key", ["Timestamp", "TechCause", "Cause", "Channel", "Missing"])
+def test_get_optional_answers_as_get_on_lazy_and_parsed_events(key: str) -> None:
+    block = (
+        b"Event: Hangup\r\nPrivilege: call,all\r\nChannel: PJSIP/carrier-00000001\r\n"
+        b"Uniqueid: 1.1\r\nCause: 17\r\nCause-txt: User busy\r\nTechCause: 486"
+    )
+    for sample in (block, block.replace(b"TechCause: 486", b"Timestamp: 1796112739.851874")):
+        lazy, parsed = parse_event("Hangup", sample), parse_block(sample)
+        assert lazy is not None and parsed is not None
+        assert lazy.get_optional(key) == parsed.get_optional(key) == parsed.get(key)
 
 
 # ---------------------------------------------------------------------------- exported series
