@@ -189,8 +189,10 @@ class Message:
         as Asterisk spells it, a miss on an event not parsed yet costs one search, not a parse
         (``get`` parses the whole message to look for another spelling)."""
         block = self._block
-        if block is not None and block.find(b"\n" + _raw(key) + b":") < 0:
-            return None
+        if block is not None:
+            needle = _NEEDLES.get(key)  # get() learns it at its first call
+            if needle is not None and block.find(needle) < 0:
+                return None
         return self.get(key)
 
     def get_all(self, key: str) -> list[str]:
