@@ -55,7 +55,7 @@ Handler = Callable[[Message], None]
 _SHARED_EVENTS: Final = ("Newchannel", "Newstate", "Hangup")  # channels and trunks
 
 
-def _both(first: Callable[[Message], None], second: Callable[[Message], None]) -> Handler:
+def _both(first: Handler, second: Handler) -> Handler:
     """One handler that runs two (an event two parts need)."""
 
     def handle(msg: Message) -> None:

@@ -136,8 +136,8 @@ def cause_outcome(raw: str | None) -> str:
 
 def endpoint_of(channel: str) -> str | None:
     """``PJSIP/carrier-0000000a`` -> ``carrier``; None for another technology or shape."""
-    if not channel.startswith(TRUNK_TECHS):
-        return None
+    if not channel.startswith(TRUNK_TECHS) or channel[-1:] == ">":
+        return None  # another tech, or a 1.8/11 masquerade leftover (`<ZOMBIE>`, `<MASQ>`)
     slash = channel.find("/")
     dash = channel.rfind("-")
     return channel[slash + 1 : dash] if dash > slash + 1 else None
