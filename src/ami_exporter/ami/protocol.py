@@ -184,6 +184,17 @@ class Message:
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.get(key) is not None
 
+    def get_optional(self, key: str) -> str | None:
+        """As :meth:`get`, for a header often absent (``Timestamp``, ``TechCause``): spelled
+        as Asterisk spells it, a miss on an event not parsed yet costs one search, not a parse
+        (``get`` parses the whole message to look for another spelling)."""
+        block = self._block
+        if block is not None:
+            needle = _NEEDLES.get(key)  # get() learns it at its first call
+            if needle is not None and block.find(needle) < 0:
+                return None
+        return self.get(key)
+
     def get_all(self, key: str) -> list[str]:
         """Every value of a repeated key, in wire order."""
         wanted = key.lower()

@@ -150,6 +150,8 @@ class AMIClient:
         state.configure(
             peers_include=config.peers_include,
             peers_exclude=config.peers_exclude,
+            trunks_include=config.trunks_include,
+            trunks_exclude=config.trunks_exclude,
             vicidial=config.vicidial,
             peers=config.peers,
             trunks=config.trunks,

@@ -52,6 +52,9 @@ class ServerConfig:
     # Trunks and peers: export only peers whose name matches include and not exclude (re.search).
     peers_include: str | None = None
     peers_exclude: str | None = None
+    # Trunks: endpoints matching include (default: not all digits) and not exclude (re.search).
+    trunks_include: str | None = None
+    trunks_exclude: str | None = None
     queues: bool = False  # poll QueueStatus/QueueSummary (app_queue) on every resync
     vicidial: bool = False  # VICIdial call types from the call IDs in CallerIDName
     # The other optional collectors (--collector.<name>, per-server YAML keys): peers and

@@ -44,6 +44,8 @@ SERVER_KEYS: Final = frozenset(
         "tls_insecure_skip_verify",
         "peers_include",
         "peers_exclude",
+        "trunks_include",
+        "trunks_exclude",
         "queues",
         "vicidial",
         # the other optional collectors (their defaults: the --collector.* flags)
@@ -214,9 +216,9 @@ class _Entry:
         return out
 
     def _feature_options(self) -> dict[str, Any]:
-        """``peers_include``/``peers_exclude`` (regular expressions), ``queues``, ``vicidial``."""
+        """``peers_*``/``trunks_*`` (regular expressions), ``queues``, ``vicidial``."""
         out: dict[str, Any] = {}
-        for key in ("peers_include", "peers_exclude"):
+        for key in ("peers_include", "peers_exclude", "trunks_include", "trunks_exclude"):
             value, where = self.text(key)
             if value is not None or self.has(key):
                 _check_regex(value, where)

@@ -8,6 +8,8 @@ One collector per concern, each a table of families (see :mod:`ami_exporter.metr
 * :mod:`~ami_exporter.metrics.outcomes`: hangups, originates, dials, channel durations;
 * :mod:`~ami_exporter.metrics.security`, :mod:`~ami_exporter.metrics.peers`,
   :mod:`~ami_exporter.metrics.queues`, :mod:`~ami_exporter.metrics.vicidial`;
+* :mod:`~ami_exporter.metrics.trunks`, :mod:`~ami_exporter.metrics.rtp`: per-trunk calls and
+  RTP quality;
 * :mod:`~ami_exporter.metrics.build`: the exporter's build information;
 * :mod:`~ami_exporter.metrics.reload`: the outcome of the last configuration reload.
 
@@ -33,8 +35,10 @@ from ami_exporter.metrics.outcomes import OutcomesCollector
 from ami_exporter.metrics.peers import PeersCollector
 from ami_exporter.metrics.queues import QueuesCollector
 from ami_exporter.metrics.reload import ReloadCollector, ReloadStatus
+from ami_exporter.metrics.rtp import RtpCollector
 from ami_exporter.metrics.security import SecurityCollector
 from ami_exporter.metrics.table import TableCollector
+from ami_exporter.metrics.trunks import TrunksCollector
 from ami_exporter.metrics.vicidial import VicidialCollector
 from ami_exporter.state.server import ServerState
 
@@ -47,6 +51,8 @@ SERVER_COLLECTORS: Final[tuple[type[TableCollector], ...]] = (
     PeersCollector,
     QueuesCollector,
     VicidialCollector,
+    TrunksCollector,
+    RtpCollector,
 )
 
 

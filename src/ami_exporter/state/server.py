@@ -7,6 +7,8 @@ small parts, one per concern, and routes each event to the part it feeds:
 * :class:`~.core.CoreState` (``core``): Asterisk's version, start and reload times, restarts;
 * :class:`~.channels.ChannelTracker` (``tracker``): live channels and calls, hangups,
   originates, dials, channel durations, resyncs;
+* :class:`~.trunks.TrunkTracker` (``trunks``): per-trunk outcomes, SIP codes, post-dial
+  delay, answered time and RTP quality (on by default; see :meth:`ServerState.configure`);
 * :class:`~.security.SecurityEvents` (``security_events``), :class:`~.peers.PeerState`
   (``peers``), :class:`~.queues.QueueState` (``queues``) and
   :class:`~.vicidial.VicidialState` (``vicidial``).
@@ -23,7 +25,7 @@ are kept here as read-only properties over the parts; the collectors read the pa
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, TypedDict, Unpack
 
 from ami_exporter.ami.protocol import Message
 from ami_exporter.state import labels
@@ -40,6 +42,7 @@ from ami_exporter.state.health import ConnectionHealth
 from ami_exporter.state.peers import PeerState
 from ami_exporter.state.queues import QueueState
 from ami_exporter.state.security import SecurityEvents
+from ami_exporter.state.trunks import TrunkTracker
 from ami_exporter.state.vicidial import VicidialState
 
 # Raw event names remembered before counting into `other` (memory bound, not a label bound),
@@ -47,6 +50,39 @@ from ami_exporter.state.vicidial import VicidialState
 # bytes); 512 names of up to max_message_size each would be 512 MiB.
 MAX_DISTINCT_EVENT_NAMES: Final = 512
 MAX_EVENT_NAME_BYTES: Final = 64
+
+Handler = Callable[[Message], None]
+_SHARED_EVENTS: Final = ("Newchannel", "Newstate", "Hangup")  # channels and trunks
+
+
+def _both(first: Handler, second: Handler) -> Handler:
+    """One handler that runs two (an event two parts need)."""
+
+    def handle(msg: Message) -> None:
+        first(msg)
+        second(msg)
+
+    return handle
+
+
+class ServerOptions(TypedDict, total=False):
+    """What :meth:`ServerState.configure` takes (``ServerConfig``'s per-server options).
+
+    ``peers`` (default on): peer/registration polls and series; ``trunks`` (on): per-trunk
+    work on channel events and the trunk call series; ``rtp`` (on): RTCP events parsed;
+    ``queues`` (off): queue polls and live queue events; ``vicidial`` (off): VICIdial call
+    types (the ``--collector.*`` flags and the YAML keys of the same names).
+    """
+
+    peers_include: str | None
+    peers_exclude: str | None
+    trunks_include: str | None
+    trunks_exclude: str | None
+    peers: bool
+    trunks: bool
+    rtp: bool
+    queues: bool
+    vicidial: bool
 
 
 class ServerState:
@@ -73,6 +109,7 @@ class ServerState:
         # Trunks and registrations: events here, polls in client.polls.
         self.peers = PeerState(now=clock.monotonic)
         self.queues = QueueState(clock)  # app_queue, polled and live (opt-in)
+        self.trunks = TrunkTracker(clock)  # per-carrier calls and RTP, from channel events
         self.event_counts: dict[bytes, int] = {}  # raw event name -> events received
         self.features: dict[str, bool] = {}  # the optional collectors, set by configure()
 
@@ -93,21 +130,23 @@ class ServerState:
         }
         for event in labels.SECURITY_EVENTS:
             self._handlers[event] = self.security_events.on_security
+        # The ChannelTracker's own handlers of the events the trunk tracker needs too.
+        self._channel_handlers = {name: self._handlers[name] for name in _SHARED_EVENTS}
+        self._wire_trunks(trunks=True, rtp=True)
 
-    def configure(
-        self,
-        *,
-        peers_include: str | None = None,
-        peers_exclude: str | None = None,
-        vicidial: bool = False,
-        peers: bool = True,
-        trunks: bool = True,
-        rtp: bool = True,
-        queues: bool = False,
-    ) -> None:
-        """Per-server options from the configuration (see ``ServerConfig``); ``peers`` False:
-        no peer/registration polls and no peer series (``--collector.peers``); ``queues``:
-        the queue polls and live queue events (``--collector.queues``)."""
+    def configure(self, **options: Unpack[ServerOptions]) -> None:
+        """Per-server options from the configuration (see :class:`ServerOptions`). Call it
+        before the first connection (the client reads :attr:`parsed_event_names` when it
+        connects)."""
+        peers_include = options.get("peers_include")
+        peers_exclude = options.get("peers_exclude")
+        vicidial = options.get("vicidial", False)
+        peers = options.get("peers", True)
+        trunks = options.get("trunks", True)
+        rtp = options.get("rtp", True)
+        queues = options.get("queues", False)
+        trunks_include = options.get("trunks_include")
+        trunks_exclude = options.get("trunks_exclude")
         self.peers.set_filter(peers_include, peers_exclude)
         self.peers.enabled = peers
         self.vicidial.enabled = vicidial
@@ -126,6 +165,32 @@ class ServerState:
             "queues": queues,
             "vicidial": vicidial,
         }
+        self.trunks.set_selection(trunks_include, trunks_exclude)
+        self._wire_trunks(trunks=trunks, rtp=rtp)
+
+    def _wire_trunks(self, *, trunks: bool, rtp: bool) -> None:
+        """Route the channel and RTCP events to the trunk tracker too, as enabled: one extra
+        call per channel event (the ChannelTracker's handler runs first), and the trunk
+        handler returns at once for a channel that is not a trunk."""
+        handlers, part = self._handlers, self.trunks
+        part.seed_calls = trunks
+        extra: dict[str, Handler] = {
+            "Newchannel": part.on_newchannel,
+            "Newstate": part.on_newstate,
+            "Hangup": part.on_hangup,
+        }
+        for name, own in self._channel_handlers.items():
+            handlers[name] = _both(own, extra[name]) if trunks else own
+        own_events = {
+            "DialState": (trunks, part.on_dial_state),
+            "RTCPSent": (rtp, part.on_rtcp_sent),
+            "RTCPReceived": (rtp, part.on_rtcp_received),
+        }
+        for name, (enabled, handler) in own_events.items():
+            if enabled:
+                handlers[name] = handler
+            else:
+                handlers.pop(name, None)
 
     # ------------------------------------------------------------------ events
 
@@ -184,6 +249,7 @@ class ServerState:
 
     def _forget_live(self, reason: str) -> None:
         self.tracker.clear(reason)
+        self.trunks.clear()
         self.queues.forget_callers()
 
     def _on_reload(self, msg: Message) -> None:
@@ -210,7 +276,11 @@ class ServerState:
 
     def resync_complete(self, items: Iterable[Message]) -> tuple[int, int]:
         """Reconcile the live set with a CoreShowChannels snapshot; return (added, removed)."""
-        return self.tracker.resync_complete(items)
+        tracker = self.tracker
+        result = tracker.resync_complete(items)
+        if len(tracker.channels) < tracker.max_channels:  # else the live set is incomplete
+            self.trunks.retain(tracker.channels, tracker.resync_grace)
+        return result
 
     def resync_complete_aborted(self) -> None:
         """End a resync whose CoreShowChannels was refused: keep the live set."""
@@ -220,6 +290,7 @@ class ServerState:
         """Periodic upkeep off the scrape path (the client calls it from its ping loop):
         forgets resync-removed channels whose grace period ran out, counting them as ghosts."""
         self.tracker.tick()
+        self.trunks.tick()
 
     # ------------------------------------------------------------------ connection health
     # The client reports what happened to its session through these; it writes no field.
