@@ -539,6 +539,24 @@ def test_active_channels_are_not_exported_while_the_session_is_down() -> None:
     assert "asterisk_trunk_calls_total" in names
 
 
+def test_active_channels_come_back_only_after_the_first_resync_of_a_new_session() -> None:
+    """As the channel gauges: events were missed while down, so the trunk channels are
+    stale until a CoreShowChannels has dropped the ones that ended meanwhile."""
+    state = feed(up_state(), new("1.1", "PJSIP/carrier-00000001"))
+    state.record_session_down()
+    state.record_session_up()
+    names = {name for name, _ in trunk_samples(scrape(state))}
+    assert "asterisk_trunk_active_channels" not in names
+    state.resync_begin()
+    state.resync_complete([])
+    active = {
+        dict(labels)["direction"]: v
+        for (name, labels), v in trunk_samples(scrape(state)).items()
+        if name == "asterisk_trunk_active_channels"
+    }
+    assert active == {"outbound": 0.0, "inbound": 0.0}
+
+
 def test_series_budget_of_a_64_trunk_server() -> None:
     """Every family of 64 trunks (and `other`) fully exercised: the per-server budget."""
     state = up_state()

@@ -34,7 +34,9 @@ TABLE: Final = (
         "asterisk_trunk_active_channels",
         "Live trunk channels by direction (channels created while the exporter was connected).",
         TD,
-        lambda st: by_labels(st.trunks.active),
+        # As the channel gauges: nothing until the first resync after a reconnect has
+        # dropped the trunk channels that ended meanwhile.
+        lambda st: () if st.tracker.stale else by_labels(st.trunks.active),
         live=True,
     ),
     HistogramRow(
