@@ -11,9 +11,10 @@ and large numbers, histograms.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from helpers import FIXTURES
@@ -104,11 +105,13 @@ numbers = (
 
 
 @st.composite
-def rows(draw: st.DrawFn) -> tuple[Row | HistogramRow, dict[str, list[tuple[tuple[str, ...], object]]]]:
+def rows(draw: st.DrawFn) -> tuple[Row | HistogramRow, dict[str, list[Any]]]:
     """A random row and, for each of two servers, the samples its read() returns (a table
     row's labels start with ``server``: TableCollector puts the server's name there)."""
     others = draw(
-        st.lists(st.sampled_from([n for n in LABEL_NAMES if n != "server"]), unique=True, max_size=4)
+        st.lists(
+            st.sampled_from([n for n in LABEL_NAMES if n != "server"]), unique=True, max_size=4
+        )
     )
     labels = ("server", *others)
     kind = draw(st.sampled_from(["counter", "gauge", "histogram"]))
@@ -117,7 +120,7 @@ def rows(draw: st.DrawFn) -> tuple[Row | HistogramRow, dict[str, list[tuple[tupl
     live = draw(st.booleans())
     width = len(others)
     label_values = st.tuples(*([texts] * width))
-    samples: dict[str, list[tuple[tuple[str, ...], object]]] = {}
+    samples: dict[str, list[Any]] = {}
     for server in ("s1", 'we"ird%\n'):
         if kind == "histogram":
             observed = st.lists(st.floats(min_value=0, max_value=1e5), max_size=5)
@@ -170,4 +173,34 @@ def test_special_values_are_written_as_go_writes_them() -> None:
     state = ServerState("s")
     body = Exposition(registry_of([row], [state])).encode(negotiate("")).decode()
     lines = [line for line in body.splitlines() if line.startswith("x_values{")]
-    assert [line.rsplit(" ", 1)[1] for line in lines] == ["+Inf", "-Inf", "NaN", "-0.0", "1e+06", "7.0"]
+    assert [line.rsplit(" ", 1)[1] for line in lines] == [
+        "+Inf",
+        "-Inf",
+        "NaN",
+        "-0.0",
+        "1e+06",
+        "7.0",
+    ]
+
+
+async def test_a_big_scrape_gives_the_loop_turns_and_still_matches() -> None:
+    """20,000 series encoded with a zero slice budget: the loop gets a turn between slices
+    (a ticker task advances meanwhile), and the body is still prometheus_client's."""
+    samples = [((f"peer{i:05d}", "reachable"), float(i)) for i in range(20_000)]
+    row = Row("x_many", "counter", "many", ("server", "peer", "status"), lambda s: samples)
+    state = ServerState("s")
+    registry = registry_of([row], [state])
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    fmt = negotiate("")
+    body = await Exposition(registry, self_metrics=False).encode_async(fmt, budget=0.0)
+    task.cancel()
+    assert ticks >= 20_000 // 256
+    assert body == fmt.fallback(registry)

@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import parse_qsl
 
 from prometheus_client.exposition import choose_encoder
@@ -62,7 +62,8 @@ log = logging.getLogger("ami_exporter.metrics")
 SLICE_SECONDS: Final = 0.002  # longest run of encoding before the loop gets a turn
 STEP_SAMPLES: Final = 256  # samples written between two checks of the slice's time
 MAX_SELECTED: Final = 256  # collect[] / name[] values looked at in one query
-_COMMON: Final = tuple(floatToGoString(n) for n in range(4096))  # int-valued samples
+_go: Final = cast(Callable[[float], str], floatToGoString)  # untyped in prometheus_client
+_COMMON: Final = tuple(_go(n) for n in range(4096))  # int-valued samples
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +136,7 @@ def parse_selection(query: str, known: Collection[str]) -> Selection:
     if unknown:
         shown = ", ".join(repr(u[:64]) for u in unknown[:5])
         raise UnknownCollectorError(
-            f"unknown collector {shown} in collect[]; known collectors: "
-            + ", ".join(sorted(known))
+            f"unknown collector {shown} in collect[]; known collectors: " + ", ".join(sorted(known))
         )
     return Selection(frozenset(collectors) or None, frozenset(names) or None)
 
@@ -165,7 +165,7 @@ def _number(value: float) -> str:
     """A sample value as prometheus_client writes it (Go's float formatting)."""
     if type(value) is int and 0 <= value < len(_COMMON):  # counters: no float repr needed
         return _COMMON[value]
-    return floatToGoString(value)
+    return _go(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +273,10 @@ def _template(shape: _Shape, server: str | None, *, fill: bool) -> str:
     srv = _escape_value(server or "")
     if fill:
         srv = srv.replace("%", "%%")
-    parts = [f'{n}="{srv}"' if i < 0 else f'{n}="%s"' for n, i in zip(shape.names, shape.order, strict=True)]
+    parts = [
+        f'{n}="{srv}"' if i < 0 else f'{n}="%s"'
+        for n, i in zip(shape.names, shape.order, strict=True)
+    ]
     head = f"{shape.sample}{{{','.join(parts)}}} " if parts else f"{shape.sample} "
     return head + "%s\n" if fill else head
 
@@ -442,7 +445,7 @@ class Exposition:
         out.append(shape.header)
         per_server = -1 in shape.order
         for st in exported(row, states):
-            samples = row.read(st)
+            samples: Sequence[Any] = row.read(st)  # type: ignore[assignment]
             if not isinstance(samples, list | tuple):
                 samples = list(samples)  # a generator must not run across slices
             server = st.name if per_server else None
