@@ -200,7 +200,45 @@ async def test_a_big_scrape_gives_the_loop_turns_and_still_matches() -> None:
 
     task = asyncio.create_task(ticker())
     fmt = negotiate("")
-    body = await Exposition(registry, self_metrics=False).encode_async(fmt, budget=0.0)
+    exposition = Exposition(registry, self_metrics=False)
+    body = await exposition.encode_async(fmt, thread=False, budget=0.0)
     task.cancel()
     assert ticks >= 20_000 // 256
     assert body == fmt.fallback(registry)
+
+
+async def test_a_collector_meeting_state_changing_under_it_is_done_again_on_the_loop() -> None:
+    """Off the loop, a read that iterates a live dict can meet it changing (RuntimeError):
+    that collector is rerun on the loop, in its place, and the scrape is still whole."""
+    import threading
+
+    loop_thread = threading.current_thread()
+    calls: list[bool] = []
+
+    def read(st: ServerState) -> list[tuple[tuple[str, ...], float]]:
+        on_loop = threading.current_thread() is loop_thread
+        calls.append(on_loop)
+        if not on_loop:
+            raise RuntimeError("dictionary changed size during iteration")
+        return [(("a",), 1.0)]
+
+    first = Row("x_first", "gauge", "first", ("server",), lambda s: [((), 2.0)])
+    flaky = Row("x_flaky", "gauge", "flaky", ("server", "k"), read)
+    state = ServerState("s")
+    registry = registry_of([first], [state])
+
+    class Flaky(TableCollector):
+        TABLE: ClassVar[Sequence[Row | HistogramRow]] = (flaky,)
+
+    class Last(TableCollector):
+        TABLE: ClassVar[Sequence[Row | HistogramRow]] = (
+            Row("x_last", "gauge", "last", ("server",), lambda s: [((), 3.0)]),
+        )
+
+    registry.register(Flaky([state]))
+    registry.register(Last([state]))
+    fmt = negotiate("")
+    body = await Exposition(registry, self_metrics=False).encode_async(fmt)
+    assert calls == [False, True]
+    assert body == fmt.fallback(registry)
+    assert body.index(b"x_first") < body.index(b"x_flaky") < body.index(b"x_last")
