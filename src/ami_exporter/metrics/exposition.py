@@ -31,6 +31,7 @@ import contextlib
 import gc
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
@@ -365,24 +366,35 @@ class _Fixed:
         return self._metrics
 
 
+SWITCH_INTERVAL: Final = 0.0005  # seconds; the interpreter's default is 0.005
 _gc_lock = threading.Lock()
 _gc_pauses = [0, False]  # scrapes under way, whether the collector was on before the first
+_switching = [0, 0.005]  # scrapes in worker threads, the switch interval before the first
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def _gc_paused(*, switch: bool = False) -> Iterator[None]:
     """No automatic garbage collection while scrapes are under way (nested: until the last
     ends). A family's samples are tens of thousands of fresh tuples alive while it is
     written; every collection they trigger walks them all, and a full one the whole heap:
     measured, most of a 90k-series scrape's time and the loop's longest stalls (16 ms per
     young collection, 55 ms for a full one). Reference counting frees them as each family is
     written, so the collection after the scrape finds little; a scrape lasts well under a
-    second, so cyclic garbage waits that long at most."""
+    second, so cyclic garbage waits that long at most.
+
+    With ``switch`` (a scrape in a worker thread) the interpreter's switch interval is
+    :data:`SWITCH_INTERVAL` meanwhile: each time the loop thread comes back from a system
+    call (select, recv, send) it waits for the GIL at most that long, not 5 ms."""
     with _gc_lock:
         if _gc_pauses[0] == 0:
             _gc_pauses[1] = gc.isenabled()
             gc.disable()
         _gc_pauses[0] += 1
+        if switch:
+            if _switching[0] == 0:
+                _switching[1] = sys.getswitchinterval()
+                sys.setswitchinterval(SWITCH_INTERVAL)
+            _switching[0] += 1
     try:
         yield
     finally:
@@ -390,6 +402,10 @@ def _gc_paused() -> Iterator[None]:
             _gc_pauses[0] -= 1
             if _gc_pauses[0] == 0 and _gc_pauses[1]:
                 gc.enable()
+            if switch:
+                _switching[0] -= 1
+                if _switching[0] == 0:
+                    sys.setswitchinterval(_switching[1])
 
 
 class _Body:
@@ -466,7 +482,7 @@ class Exposition:
         if thread:
 
             def work() -> dict[str, tuple[float, bool]]:
-                with _gc_paused():
+                with _gc_paused(switch=True):
                     return _drain(self.steps(fmt, selection, body, deferred))
 
             timings = await asyncio.to_thread(work)
