@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from operator import itemgetter
@@ -58,6 +59,7 @@ __all__ = [
     "UnknownCollectorError",
     "collector_name",
     "encode",
+    "in_scrape_thread",
     "negotiate",
     "parse_selection",
 ]
@@ -485,7 +487,7 @@ class Exposition:
                 with _gc_paused(switch=True):
                     return _drain(self.steps(fmt, selection, body, deferred))
 
-            timings = await asyncio.to_thread(work)
+            timings = await in_scrape_thread(work)
         else:
             timings = await _sliced(self.steps(fmt, selection, body), body, budget)
         for mark, collector, name in reversed(deferred):
@@ -652,6 +654,16 @@ class Exposition:
 
 
 T = TypeVar("T")
+SCRAPE_THREADS: Final = 2
+_executor: list[ThreadPoolExecutor] = []
+
+
+async def in_scrape_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn`` in the scrape threads: a pool of our own, so scrapes never queue behind
+    whatever else uses the loop's default executor (and never take all of it)."""
+    if not _executor:
+        _executor.append(ThreadPoolExecutor(SCRAPE_THREADS, thread_name_prefix="scrape"))
+    return await asyncio.get_running_loop().run_in_executor(_executor[0], partial(fn, *args))
 
 
 def _drain(steps: Generator[None, None, T]) -> T:

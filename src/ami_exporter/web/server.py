@@ -28,6 +28,7 @@ from ami_exporter.metrics.exposition import (
     Exposition,
     Selection,
     UnknownCollectorError,
+    in_scrape_thread,
     negotiate,
     parse_selection,
 )
@@ -116,7 +117,7 @@ class _Scrapes:
             body = await self.exposition.encode_async(fmt, selection)
             self.encodings += 1
             if entry.gzipped:
-                body = await asyncio.to_thread(gzip.compress, body, compresslevel=1)
+                body = await in_scrape_thread(gzip.compress, body, 1)
             entry.body.set_result((body, fmt.content_type))
         except BaseException as exc:
             entry.body.set_exception(exc)
