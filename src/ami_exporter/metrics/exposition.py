@@ -67,6 +67,7 @@ __all__ = [
 log = logging.getLogger("ami_exporter.metrics")
 
 SLICE_SECONDS: Final = 0.002  # longest run of encoding before the loop gets a turn
+THREAD_ABOVE: Final = 0.005  # a scrape that cost more than this is encoded in a thread
 STEP_SAMPLES: Final = 256  # samples written between two checks of the slice's time
 MAX_SELECTED: Final = 256  # collect[] / name[] values looked at in one query
 MAX_ESCAPED: Final = 65_536  # escaped label values kept between scrapes
@@ -443,6 +444,9 @@ class Exposition:
         self.self_metrics = self_metrics  # off only to compare with prometheus_client
         self.writer = Writer()
         self.errors = CollectorErrors(log)
+        # Time the last whole scrape spent in the collectors: unknown at first, so the first
+        # scrape goes to a thread (it may be the biggest).
+        self.last_cost = math.inf
 
     def collectors(self) -> list[Collector]:
         # An AMIRegistry (metrics.collector) keeps its collectors in order; a plain one
@@ -467,29 +471,36 @@ class Exposition:
         fmt: Format,
         selection: Selection = EVERYTHING,
         *,
-        thread: bool = True,
+        thread: bool | None = None,
         budget: float = SLICE_SECONDS,
     ) -> bytes:
         """The body without stalling the event loop.
 
-        By default in a worker thread: the interpreter hands the GIL back to the loop every
-        switch interval (5 ms), however long one family's read or write takes. Rows read
-        state through snapshots (``list(d.items())``, atomic under the GIL); a collector
-        whose read still meets a dict changing under it (``RuntimeError``) is done again on
-        the loop, in slices. With ``thread=False`` everything runs on the loop in slices of
-        ``budget`` seconds (a family's read is then one slice, however big).
+        A big scrape (the last one of this exposition cost more than :data:`THREAD_ABOVE`,
+        or ``thread=True``) runs in a worker thread: the interpreter hands the GIL back to
+        the loop every switch interval, however long one family's read or write takes. Rows
+        read state through snapshots (``list(d.items())``, atomic under the GIL); a
+        collector whose read still meets a dict changing under it (``RuntimeError``) is done
+        again on the loop, in slices. A small one (or ``thread=False``) runs on the loop in
+        slices of ``budget`` seconds: no thread hand-off to wait for (a family's read is then
+        one slice, however big).
         """
         body = _Body()
         deferred: list[tuple[int, Collector, str | None]] = []
+        if thread is None:
+            thread = self.last_cost > THREAD_ABOVE
         if thread:
 
-            def work() -> dict[str, tuple[float, bool]]:
+            def work() -> tuple[dict[str, tuple[float, bool]], float]:
+                cpu = time.thread_time()  # not the GIL waits: what the scrape itself costs
                 with _gc_paused(switch=True):
-                    return _drain(self.steps(fmt, selection, body, deferred))
+                    done = _drain(self.steps(fmt, selection, body, deferred))
+                return done, time.thread_time() - cpu
 
-            timings = await in_scrape_thread(work)
+            timings, cost = await in_scrape_thread(work)
         else:
             timings = await _sliced(self.steps(fmt, selection, body), body, budget)
+            cost = sum(spent for spent, _ in timings.values())
         for mark, collector, name in reversed(deferred):
             again = _Body()
             spent_ok = await _sliced(
@@ -500,6 +511,8 @@ class Exposition:
             if name is not None and spent_ok is not None:
                 timings[name] = spent_ok
         self._finish(fmt, selection, timings, body)
+        if selection == EVERYTHING:
+            self.last_cost = cost
         return body.bytes()
 
     def steps(
