@@ -11,12 +11,17 @@ series in about a tenth of ``generate_latest``'s time, byte for byte the same te
 values). Other collectors (the process metrics, build info) go through prometheus_client.
 
 A scrape is a sequence of steps (:meth:`Exposition.steps`): each reads one row of one
-server's state (on the event loop, so a read sees a consistent dict) and writes its lines,
-yielding every few hundred series. :meth:`Exposition.encode_async` gives the loop back
-whenever a slice has run for :data:`SLICE_SECONDS`, so a scrape of 90k series never holds
-the loop long enough to starve the AMI readers (Asterisk logs off a session whose socket
-stays full for 100 ms). Each family is read whole at one instant; families of one scrape may
-be read some milliseconds apart, as with any exporter whose collectors run one after another.
+server's state and writes its lines, yielding every few hundred series.
+:meth:`Exposition.encode_async` runs a big scrape (the last one cost more than
+:data:`THREAD_ABOVE` of CPU) in a scrape thread of its own, where the interpreter hands the GIL
+back to the loop every :data:`SWITCH_INTERVAL`, so even one family of 80k series read at once
+never holds the loop (Asterisk logs off a session whose socket stays full for 100 ms); a small
+one on the loop, giving it a turn whenever a slice has run :data:`SLICE_SECONDS`. Rows read
+state through snapshots (``list(d.items())``, atomic under the GIL); a collector whose read
+meets a dict changing under it off the loop is done again on the loop. Each family is read
+whole at one instant; families of one scrape may be read some milliseconds apart, as with any
+exporter whose collectors run one after another. No automatic garbage collection runs during
+a scrape (:func:`_gc_paused`). ``benchmarks/scrape.py`` (scenario 6) measures each option.
 
 Around each collector of the registry the scrape measures its time and catches its errors
 (:mod:`.self`): a collector that raises is left out of that scrape (success 0, logged with a

@@ -3,9 +3,9 @@
 An HTTP/1.1 server in the same asyncio loop as the AMI clients: :mod:`ami_exporter.web.listener`
 accepts under ``--web.max-connections``, :mod:`ami_exporter.web.http` speaks HTTP through h11
 with per-connection time and memory bounds, and this module routes. A scrape is encoded by
-:mod:`ami_exporter.metrics.exposition` in slices of about 2 ms, giving the loop a turn in
-between, so even a 90k-series scrape never holds the AMI readers up; the kernel's socket
-buffers absorb AMI traffic meanwhile. ``collect[]``/``name[]`` select what a scrape holds.
+:mod:`ami_exporter.metrics.exposition` off the loop (big) or in 2 ms slices on it (small), so
+even a 90k-series scrape never holds the AMI readers up; the kernel's socket buffers absorb
+AMI traffic meanwhile. ``collect[]``/``name[]`` select what a scrape holds.
 Content negotiation (Prometheus text or OpenMetrics) is prometheus_client's.
 """
 
@@ -72,9 +72,10 @@ class _Encoded:
 class _Scrapes:
     """Encoded scrape bodies being made or sent, shared by the scrapes of the same kind.
 
-    The registry is encoded by :class:`~ami_exporter.metrics.exposition.Exposition` in
-    slices that give the event loop a turn every couple of milliseconds, so a scrape of any
-    size never stalls the AMI readers; gzip runs in a worker thread (zlib releases the GIL).
+    The registry is encoded by :class:`~ami_exporter.metrics.exposition.Exposition`: a big
+    scrape in its scrape thread, a small one on the loop in slices of about 2 ms, so a scrape
+    of any size never stalls the AMI readers; gzip runs in the scrape thread too (zlib
+    releases the GIL).
     """
 
     def __init__(self, registry: CollectorRegistry, window: float = SHARE_WINDOW) -> None:
