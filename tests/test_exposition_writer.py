@@ -242,3 +242,26 @@ async def test_a_collector_meeting_state_changing_under_it_is_done_again_on_the_
     assert calls == [False, True]
     assert body == fmt.fallback(registry)
     assert body.index(b"x_first") < body.index(b"x_flaky") < body.index(b"x_last")
+
+
+async def test_the_first_scrape_goes_to_the_scrape_thread_and_a_small_one_then_stays() -> None:
+    """The first scrape's cost is unknown: it runs off the loop. A small registry's next
+    scrapes cost far under THREAD_ABOVE, so they run on the loop (no thread hand-off)."""
+    import threading
+
+    from ami_exporter.metrics.exposition import THREAD_ABOVE
+
+    loop_thread = threading.current_thread()
+    where: list[bool] = []
+
+    def read(st: ServerState) -> list[tuple[tuple[str, ...], float]]:
+        where.append(threading.current_thread() is loop_thread)
+        return [((), 1.0)]
+
+    registry = registry_of([Row("x_where", "gauge", "w", ("server",), read)], [ServerState("s")])
+    exposition = Exposition(registry)
+    fmt = negotiate("")
+    for _ in range(3):
+        await exposition.encode_async(fmt)
+    assert where == [False, True, True]
+    assert exposition.last_cost < THREAD_ABOVE
