@@ -518,6 +518,8 @@ class Exposition:
         self._finish(fmt, selection, timings, body)
         if selection == EVERYTHING:
             self.last_cost = cost
+        if thread:
+            return await in_scrape_thread(body.bytes)  # joining megabytes: off the loop too
         return body.bytes()
 
     def steps(
