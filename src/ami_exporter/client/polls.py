@@ -60,6 +60,17 @@ _POLL_OF: Final = {poll[0]: poll for poll in PEER_POLLS}
 # Every action the exporter may send, with what it is for (``check`` reports these).
 CORE_ACTIONS: Final = ("CoreSettings", "CoreStatus", "CoreShowChannels", "Ping")
 REFRESH_ACTIONS: Final = ("SIPshowpeer", "PJSIPShowEndpoint")
+# PJSIPShowEndpoint answers one item per endpoint formatter (res_pjsip's
+# ast_sip_register_endpoint_formatter): all are the action's own, none is an event; only
+# ContactStatusDetail is used.
+ENDPOINT_DETAIL_ITEMS: Final = (
+    "EndpointDetail",
+    "AuthDetail",
+    "TransportDetail",
+    "AorDetail",
+    "ContactStatusDetail",
+    "IdentifyDetail",
+)
 # Headers of the ListCommands answer that are not action names.
 _NOT_ACTIONS: Final = frozenset({"response", "actionid", "message", "eventlist"})
 
@@ -213,7 +224,7 @@ async def refresh_one(
                     action,
                     timeout=timeout,
                     complete_event="EndpointDetailComplete",
-                    list_items=("ContactStatusDetail",),
+                    list_items=ENDPOINT_DETAIL_ITEMS,
                     Endpoint=name,
                 )
             else:
