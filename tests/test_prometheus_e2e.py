@@ -92,6 +92,19 @@ EMPTY_IN_A_SHORT_TEST: dict[tuple[str, str], str] = {
 }
 
 
+# Labels whose values the exporter fixes (outcomes, directions, streams, results, statuses,
+# bucket bounds): every value a dashboard query or a rule matches on must be in the real
+# series, or the query silently reads nothing (an ASR of 0 through `or 0 *`, say). Hangup
+# causes and security event names are open sets and not checked.
+CLOSED_LABELS = frozenset({"outcome", "direction", "stream", "result", "status", "le"})
+# Values matched on that this simulator does not produce, with why.
+ABSENT_VALUES: dict[tuple[str, str, str], str] = {
+    ("asterisk_peers", "status", "lagged"): "chan_sip/IAX2 qualify only; the carriers are PJSIP",
+    ("asterisk_peers", "status", "registered"): "chan_sip/IAX2 dynamic peers; PJSIP carriers",
+}
+MATCHER = re.compile(r'(?P<label>\w+)(?:=~|=)"(?P<value>[^"$]*)"')
+
+
 def recording_rules() -> dict[str, str]:
     groups = yaml.safe_load(RECORDING.read_text())["groups"]
     return {r["record"]: r["expr"] for g in groups for r in g["rules"]}
@@ -334,6 +347,7 @@ async def run_checks(api: PromAPI, exporter: Exporter, sim: SimulatedAsterisk) -
 
     await check_recorded_series(api)
     await check_dashboard_queries(api, exporter.web.port, sim)
+    await check_label_values(api)
 
     # -- the AMI session is up -------------------------------------------------------------
     _, body = await api.get("/api/v1/alerts")
@@ -497,6 +511,37 @@ def check_carrier_caps(answers: list[Answer]) -> None:
         elif a.target.title == "Carriers" and a.target.ref == "A":
             assert len(trunks) == TRUNKS, f"{a.target.title}: {sorted(trunks)}"
     assert capped >= 10, "the per-carrier graphs are capped"
+
+
+def matched_values() -> dict[tuple[str, str], set[str]]:
+    """(metric, label) -> the values the dashboard and both rule files match it on (= and =~
+    with literal alternatives), for the labels of CLOSED_LABELS."""
+    exprs = [t.expr for t in dashboard_targets()] + list(recording_rules().values())
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        exprs += [r["expr"] for r in group["rules"]]
+    out: dict[tuple[str, str], set[str]] = {}
+    for expr in exprs:
+        for selector in re.finditer(r"\b([\w:]+)\{([^}]*)\}", expr):
+            for m in MATCHER.finditer(selector[2]):
+                if m["label"] in CLOSED_LABELS:
+                    key = (selector[1], m["label"])
+                    out.setdefault(key, set()).update(m["value"].split("|"))
+    return out
+
+
+async def check_label_values(api: PromAPI) -> None:
+    """Every closed-set label value a query or rule matches on is in the real series."""
+    wanted = matched_values()
+    assert ("asterisk_trunk_calls_total", "outcome") in wanted
+    assert "20.0" in wanted[("asterisk_queue_wait_seconds_bucket", "le")]
+    missing = []
+    for (metric, label), values in sorted(wanted.items()):
+        status, body = await api.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
+        assert status == 200, body
+        for value in sorted(values - set(body["data"])):
+            if (metric, label, value) not in ABSENT_VALUES:
+                missing.append(f'{metric}{{{label}="{value}"}} (real: {body["data"]})')
+    assert not missing, "matched label values the exporter never writes:\n" + "\n".join(missing)
 
 
 async def resolve_variables(api: PromAPI) -> dict[str, list[str]]:
