@@ -8,7 +8,10 @@ Usage (from the repository root)::
 
 ``python benchmarks/run.py`` works too. Scenarios: ``s1`` events/s vs the baselines, ``s2``
 with 1,000/10,000 live channels, ``s3`` ``/metrics`` latency under load, ``s4`` memory, ``s5``
-50 servers in one process. Progress goes to stderr, the table to stdout. Everything runs on
+50 servers in one process; the scrape path (benchmarks/scrape.py): ``s6`` loop stalls during
+back-to-back scrapes of 90k series, ``s7`` scrape time and encoder cost by series count,
+``s8`` a 64-trunk server, ``s9`` 1/50/200 servers at 1k events/s, ``s10`` uvloop.
+Progress goes to stderr, the table to stdout. Everything runs on
 127.0.0.1; the blaster is a separate process so its CPU never counts against the client.
 """
 
@@ -30,10 +33,13 @@ import time
 from dataclasses import asdict, replace
 from typing import Any
 
-from benchmarks import scenarios
+from benchmarks import scenarios, scrape
 from benchmarks.stream import REPO, build_stream
 
-SCENARIOS = ("s1", "s2", "s3", "s4", "s5")
+SCENARIOS = ("s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10")
+TARGET_STALL_MS = 50.0
+TARGET_HEALTHY_P99_MS = 20.0
+TARGET_TRUNK_SCRAPE_MS = 20.0
 TARGET_RATIO = 3.0
 TARGET_P99_MS = 10.0
 TARGET_BYTES_PER_CHANNEL = 300
@@ -228,6 +234,7 @@ def render(results: dict[str, Any]) -> str:
             f"{_k(s5['events_per_s_total'])} | {ratio} | "
             f"< 100 % of one core, 0 behind | " + _verdict(ok) + " |"
         )
+    _render_scrape(results, row)
     lines.append("")
     lines.append(
         "Ratios are computed run by run (each round runs every client once against the same "
@@ -248,6 +255,99 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _render_scrape(results: dict[str, Any], row: Any) -> None:
+    """The rows of the scrape-path scenarios (benchmarks/scrape.py)."""
+    s6 = results.get("s6")
+    if s6:
+        st = s6["state"]
+        shape = (
+            f"{st['series']:,} series, {st['bytes'] / 1e6:.1f} MB (10,000 peers x 8 statuses"
+            + (f"; {st['series_padding']:,} synthetic" if st["series_padding"] else "")
+            + ")"
+        )
+        for name, o in s6["options"].items():
+            row(
+                f"| 6 | option: {name}; back-to-back scrapes of {shape}, 4 s | scrape "
+                f"{o['scrape_ms_median']:.0f} ms; loop lag p99 {o['lag_p99_ms']:.1f} / max "
+                f"{o['lag_max_ms']:.1f} ms | | | |"
+            )
+        e = s6["exporter"]
+        ok_stall = e["loop_lag_max_ms"] < TARGET_STALL_MS
+        ok_probe = e["healthy_p99_ms"] < TARGET_HEALTHY_P99_MS
+        kept = e["ingest_max_lag_seconds"] < scenarios.BEHIND_SECONDS and not e["disconnects"]
+        row(
+            f"| 6 | **exporter**: {e['scrapes']} back-to-back scrapes (median "
+            f"{e['scrape_ms_median']:.0f} ms) from another process while reading "
+            f"{_k(e['ingest_events_per_s'])} events/s paced; loop lag p99 / max; `/-/healthy` "
+            f"every 10 ms p50 / p99 / max | **{e['loop_lag_p99_ms']:.1f} / "
+            f"{e['loop_lag_max_ms']:.1f} ms**; **{e['healthy_p50_ms']:.1f} / "
+            f"{e['healthy_p99_ms']:.1f} / {e['healthy_max_ms']:.1f} ms** | | stall < "
+            f"{TARGET_STALL_MS:g} ms, probe p99 < {TARGET_HEALTHY_P99_MS:g} ms | "
+            + _verdict(ok_stall and ok_probe and not e["errors"])
+            + " |"
+        )
+        row(
+            f"| 6 | ingest during it: max lag {1000 * e['ingest_max_lag_seconds']:.0f} ms of "
+            f"traffic (first half {1000 * e['ingest_lag_first_half_s']:.0f}, second half "
+            f"{1000 * e['ingest_lag_second_half_s']:.0f}), longest blocked write "
+            f"{e['max_write_stall_ms']:.0f} ms, sessions lost {e['disconnects']} | "
+            + ("kept up" if kept else "fell behind")
+            + " | | no backlog growth, no session lost | "
+            + _verdict(kept)
+            + " |"
+        )
+    s7 = results.get("s7")
+    if s7:
+        for n, r in s7.items():
+            row(
+                f"| 7 | scrape of {int(n):,} series ({r['bytes'] / 1e6:.1f} MB), encode only: "
+                f"ours / prometheus_client `generate_latest` | **{r['ours_ms']:.1f} ms** / "
+                f"{r['prometheus_client_ms']:.1f} ms | {r['ours_us_per_series']:.2f} / "
+                f"{r['prometheus_client_us_per_series']:.2f} us per series "
+                f"({r['prometheus_client_ms'] / r['ours_ms']:.1f}x) | | |"
+            )
+    s8 = results.get("s8")
+    if s8:
+        synthetic = len(s8["synthetic_families"])
+        row(
+            f"| 8 | busy server, 64 trunks, every feature: {s8['series']:,} series "
+            f"({s8['bytes'] / 1e6:.2f} MB; {synthetic} synthetic trunk/RTP families) whole "
+            f"scrape, ours / prometheus_client | **{s8['ours_ms']:.1f} ms** / "
+            f"{s8['prometheus_client_ms']:.1f} ms | {s8['ours_us_per_series']:.2f} / "
+            f"{s8['prometheus_client_us_per_series']:.2f} us per series | < "
+            f"{TARGET_TRUNK_SCRAPE_MS:g} ms | "
+            + _verdict(s8["ours_ms"] < TARGET_TRUNK_SCRAPE_MS)
+            + " |"
+        )
+    s9 = results.get("s9")
+    if s9:
+        for n, r in s9.items():
+            control = r.get("raw_control", {})
+            valid = control.get("blaster_max_lag_vs_schedule_seconds", 0.0) <= 0.1
+            row(
+                f"| 9 | {int(n)} server(s) x {r['rate_per_server']:,.0f} events/s in one process: "
+                f"events/s ingested; CPU of one core; readers behind | "
+                f"**{_k(r['events_per_s_total'])}**; {100 * r['cpu_share']:.0f} %; "
+                f"{len(r['behind'])}/{n} | raw reader: "
+                f"{100 * control.get('cpu_share', 0):.0f} % CPU"
+                + ("" if valid else " (blaster could not keep the pace)")
+                + " | 200 x 1k on one core | "
+                + _verdict(r["cpu_share"] < 1.0 and not r["behind"] and r["all_started"])
+                + " |"
+            )
+    s10 = results.get("s10")
+    if s10:
+        if not s10.get("installed"):
+            row("| 10 | uvloop | not installed | | | |")
+        else:
+            row(
+                f"| 10 | ingest events/s, default asyncio loop / uvloop {s10['version']}, "
+                f"median of {len(s10['rates']['asyncio'])} interleaved | "
+                f"{_k(s10['asyncio_median'])} / {_k(s10['uvloop_median'])} | uvloop = "
+                f"{s10['ratio']:.2f}x | adopt only if it wins clearly | |"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description="ami-exporter ingest benchmarks"
@@ -256,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, help="runs per client in scenario 1 (default 5)")
     parser.add_argument("--json", type=Path, help="write all results to this file")
     parser.add_argument(
-        "--only", help="comma-separated scenarios to run: s1,s2,s3,s4,s5 (default: all)"
+        "--only", help="comma-separated scenarios to run: s1,...,s10 (default: all)"
     )
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one scenario-1 run of ours"
@@ -292,6 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         "s3": lambda: scenarios.scenario3(sizes),
         "s4": lambda: scenarios.scenario4(sizes),
         "s5": lambda: scenarios.scenario5(sizes),
+        "s6": lambda: scrape.scenario6(4.0 if args.quick else 10.0),
+        "s7": lambda: scrape.scenario7(args.quick),
+        "s8": lambda: scrape.scenario8(args.quick),
+        "s9": lambda: scrape.scenario9(sizes),
+        "s10": lambda: scrape.scenario10(sizes.runs, sizes.s1_calls),
     }
     for name in SCENARIOS:
         if name in only:

@@ -248,10 +248,10 @@ async def test_post_405(server: WebServer) -> None:
 
 
 async def test_query_string_ignored(server: WebServer) -> None:
-    """The query is dropped, not honoured: prometheus_client's own handler would filter the
-    families by ``name[]``, so the answer must be the whole exposition all the same."""
+    """Query parameters other than collect[] and name[] (tests/test_scrape_filter.py) are
+    ignored: the answer is the whole exposition all the same."""
     _, _, whole = await fetch(server.port, "/metrics")
-    status, _, body = await fetch(server.port, "/metrics?name[]=ami_exporter_build_info")
+    status, _, body = await fetch(server.port, "/metrics?names=asterisk_ami_up&x=1")
     assert status == 200
 
     def families(text: bytes) -> set[str]:

@@ -46,7 +46,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -464,40 +464,29 @@ class SimulatedAsterisk:
 # -- the command line -------------------------------------------------------------------------
 
 
-def _parse_mix(text: str) -> dict[str, float]:
+def _weights(text: str, known: Sequence[str], what: str) -> dict[str, float]:
+    """``name=weight,...`` with names from ``known`` (``--mix``, ``--trunk-mix``)."""
     mix: dict[str, float] = {}
     for part in text.split(","):
         if not part.strip():
             continue
         name, sep, weight = part.partition("=")
         name = name.strip()
-        if not sep or name not in OUTCOMES:
-            raise argparse.ArgumentTypeError(
-                f"bad mix entry {part!r}; outcomes: {', '.join(OUTCOMES)}"
-            )
+        if not sep or name not in known:
+            raise argparse.ArgumentTypeError(f"bad {what} entry {part!r}; {', '.join(known)}")
         try:
             mix[name] = float(weight)
         except ValueError:
             raise argparse.ArgumentTypeError(f"bad weight in {part!r}") from None
     return mix
+
+
+def _parse_mix(text: str) -> dict[str, float]:
+    return _weights(text, tuple(OUTCOMES), "mix")
 
 
 def _parse_trunk_mix(text: str) -> dict[str, float]:
-    mix: dict[str, float] = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        name, sep, weight = part.partition("=")
-        name = name.strip()
-        if not sep or name not in TRUNK_SCRIPTS:
-            raise argparse.ArgumentTypeError(
-                f"bad trunk mix entry {part!r}; behaviours: {', '.join(TRUNK_SCRIPTS)}"
-            )
-        try:
-            mix[name] = float(weight)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad weight in {part!r}") from None
-    return mix
+    return _weights(text, tuple(TRUNK_SCRIPTS), "trunk mix")
 
 
 def _parse_listen(text: str) -> tuple[str, int]:

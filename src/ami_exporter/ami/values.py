@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 
@@ -11,6 +12,22 @@ def to_float(raw: str | None) -> float | None:
         return None
     try:
         return float(raw)
+    except ValueError:
+        return None
+
+
+def to_number(raw: str | None) -> float | None:
+    """A measured value (a jitter, a hold time): as :func:`to_float`, but NaN is None too."""
+    value = to_float(raw)
+    return None if value is None or math.isnan(value) else value
+
+
+def to_int(raw: str | None) -> int | None:
+    """An integer field (``TechCause: 503``), or None when absent or not an integer."""
+    if not raw:
+        return None
+    try:
+        return int(raw)
     except ValueError:
         return None
 

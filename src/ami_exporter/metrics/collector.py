@@ -14,8 +14,10 @@ One collector per concern, each a table of families (see :mod:`ami_exporter.metr
 * :mod:`~ami_exporter.metrics.reload`: the outcome of the last configuration reload.
 
 Nothing here is updated by events and nothing here writes state: each scrape reads
-:class:`~ami_exporter.state.server.ServerState` and builds fresh families, so a scrape never
-waits on, or blocks, the AMI readers for longer than it takes to copy a few small dicts.
+:class:`~ami_exporter.state.server.ServerState` row by row. :class:`AMIRegistry` keeps its
+collectors in order so that :mod:`ami_exporter.metrics.exposition` can write the table
+families itself, in slices, with per-collector self-metrics (:mod:`ami_exporter.metrics.self`);
+it is still a prometheus_client registry (``generate_latest`` and ``get_sample_value`` work).
 """
 
 from __future__ import annotations
@@ -76,15 +78,36 @@ class AMICollector(Collector):
             yield from collector.collect()
 
 
+class AMIRegistry(CollectorRegistry):
+    """A prometheus_client registry that keeps its collectors in registration order."""
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=False)
+        self.collectors: list[Collector] = []
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self.collectors.append(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        self.collectors.remove(collector)
+
+
 def build_registry(
-    states: Sequence[ServerState], reload_status: ReloadStatus | None = None
-) -> CollectorRegistry:
-    """A registry with every ``asterisk_*`` collector plus the standard process metrics (and
-    the reload gauges, given the status the exporter keeps)."""
-    registry = CollectorRegistry(auto_describe=False)
+    states: Sequence[ServerState],
+    reload_status: ReloadStatus | None = None,
+    *,
+    process: bool = True,
+) -> AMIRegistry:
+    """A registry with every ``asterisk_*`` collector plus the standard process metrics
+    (unless ``process`` is false: tests that compare two encodings) and the reload gauges,
+    given the status the exporter keeps."""
+    registry = AMIRegistry()
     for collector in collectors(states):
         registry.register(collector)
     if reload_status is not None:
         registry.register(ReloadCollector(reload_status))
-    ProcessCollector(registry=registry)
+    if process:
+        ProcessCollector(registry=registry)
     return registry

@@ -103,6 +103,8 @@ def by_labels(counts: Mapping[K, float]) -> Samples:
 
 def clean(value: str) -> str:
     """Label values must be valid UTF-8; AMI text may carry undecodable bytes."""
+    if value.isascii():  # O(1) in CPython: nearly every name, and never a lone surrogate
+        return value
     return value.encode("utf-8", "replace").decode("utf-8")
 
 
@@ -113,10 +115,17 @@ class TableCollector(Collector):
     """Builds the families of :attr:`TABLE` from the servers in ``states`` at each scrape."""
 
     TABLE: ClassVar[Sequence[Row | HistogramRow]] = ()
+    # The name collect[] and the scrape self-metrics use; empty: the module's name.
+    COLLECTOR: ClassVar[str] = ""
 
     def __init__(self, states: Sequence[ServerState]) -> None:
         # Kept, not copied: a reload (SIGHUP) replaces the servers in place (cli.fleet).
         self._states = states
+
+    @property
+    def states(self) -> Sequence[ServerState]:
+        """The servers read at each scrape (metrics.exposition writes the rows itself)."""
+        return self._states
 
     def describe(self) -> list[Metric]:
         # Without describe(), registering would call collect() once at start-up; the metric

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ami_exporter.ami.protocol import Message
+from ami_exporter.ami.values import to_int, to_number
 from ami_exporter.state.channels import Histogram
 from ami_exporter.state.clock import SYSTEM_CLOCK, Clock
 from ami_exporter.state.labels import bounded
@@ -52,19 +53,13 @@ MEMBER_STATUSES: Final[dict[str, str]] = {
 
 
 def _int(raw: str | None) -> int:
-    try:
-        return int(raw) if raw else 0
-    except ValueError:
-        return 0
+    return to_int(raw) or 0
 
 
 def _seconds(raw: str | None) -> float | None:
     """A HoldTime/TalkTime: a finite, non-negative number of seconds, else None."""
-    try:
-        value = float(raw) if raw else math.nan
-    except ValueError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
+    value = to_number(raw)
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
 
 def _waits() -> dict[str, Histogram]:

@@ -38,7 +38,6 @@ Every event costs O(1) (O(report blocks) for RTCP), and nothing here grows witho
 
 from __future__ import annotations
 
-import math
 import re
 from bisect import bisect_left
 from collections.abc import Container
@@ -46,6 +45,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from ami_exporter.ami.protocol import Message
+from ami_exporter.ami.values import to_float, to_int, to_number
 from ami_exporter.state.channels import (
     DURATION_BUCKETS,
     MAX_ID_LENGTH,
@@ -144,32 +144,7 @@ def endpoint_of(channel: str) -> str | None:
 
 
 def _timestamp(msg: Message) -> float | None:
-    raw = msg.get_optional("Timestamp")
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        return None
-
-
-def _int(raw: str | None) -> int | None:
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return None
-
-
-def _float(raw: str | None) -> float | None:
-    if not raw:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return None if math.isnan(value) else value
+    return to_float(msg.get_optional("Timestamp"))
 
 
 class _Histogram(Histogram):
@@ -369,7 +344,7 @@ class TrunkTracker:
             outcome = cause_outcome(msg.get("Cause"))
         key = (trunk, ch.direction, outcome)
         self.calls[key] = self.calls.get(key, 0) + 1
-        code = _int(msg.get_optional("TechCause"))
+        code = to_int(msg.get_optional("TechCause"))
         if code is not None and 100 <= code <= 699:  # the SIP status codes
             self._count_code(trunk, str(code))
 
@@ -417,7 +392,7 @@ class TrunkTracker:
         channel = msg.get("Channel")
         if not channel or not channel.startswith(TRUNK_TECHS):
             return
-        blocks = _int(msg.get("ReportCount"))
+        blocks = to_int(msg.get("ReportCount"))
         if not blocks or blocks < 0:
             return  # no report block: nothing measured (MES and RTT would be stale)
         trunk = self.trunk_of(channel)
@@ -425,17 +400,17 @@ class TrunkTracker:
             return
         key = (trunk, stream)
         for lost_key, jitter_key in _REPORT_KEYS[:blocks]:
-            lost = _int(msg.get(lost_key))
+            lost = to_int(msg.get(lost_key))
             if lost is not None and 0 <= lost <= 255:  # an 8-bit fraction
                 _observe(self.rtp_loss, key, LOSS_BUCKETS, lost / 256)
-            jitter = _int(msg.get(jitter_key))
+            jitter = to_int(msg.get(jitter_key))
             if jitter is not None and jitter >= 0:
                 _observe(self.rtp_jitter, key, JITTER_BUCKETS, jitter / RTP_CLOCK_RATE)
-        mes = _float(msg.get_optional("MES"))
+        mes = to_number(msg.get_optional("MES"))
         if mes is not None and 0.0 <= mes <= 100.0:  # the MES scale
             _observe(self.rtp_mes, key, MES_BUCKETS, mes)
-        if stream == SENT and _int(msg.get("Report0LSR")):
-            rtt = _float(msg.get("RTT"))
+        if stream == SENT and to_int(msg.get("Report0LSR")):
+            rtt = to_number(msg.get("RTT"))
             if rtt is not None and 0.0 <= rtt < MAX_RTT_SECONDS:
                 _observe(self.rtp_rtt, trunk, RTT_BUCKETS, rtt)
 

@@ -79,6 +79,7 @@ class Request:
     headers: Mapping[str, str]  # names lower-cased; a repeated field's values joined by ", "
     has_body: bool  # a Content-Length other than 0, or a Transfer-Encoding
     peer: object = None  # the transport's peername: basic auth queues checks per address
+    query: str = ""  # the target's query, undecoded (/metrics?collect[]=peers)
 
 
 @dataclass(slots=True)
@@ -327,8 +328,10 @@ class HTTPConnection(asyncio.Protocol):
         has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
         method = event.method.decode("ascii", "replace")
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
-        target = request_path(event.target.decode("latin-1"))
-        request = Request(method, target, headers, has_body, peer)
+        raw_target = event.target.decode("latin-1")
+        target = request_path(raw_target)
+        query = raw_target.partition("?")[2].partition("#")[0]
+        request = Request(method, target, headers, has_body, peer, query)
         if event.http_version not in SUPPORTED_VERSIONS:
             status = HTTPStatus.HTTP_VERSION_NOT_SUPPORTED
             return request, Response(status, _error_body(status), close=True)

@@ -2,10 +2,11 @@
 
 An HTTP/1.1 server in the same asyncio loop as the AMI clients: :mod:`ami_exporter.web.listener`
 accepts under ``--web.max-connections``, :mod:`ami_exporter.web.http` speaks HTTP through h11
-with per-connection time and memory bounds, and this module routes. A scrape only walks small
-aggregate dicts (see :mod:`ami_exporter.metrics.collector`), so it holds the loop for about a
-millisecond; the kernel's socket buffers absorb AMI traffic meanwhile. Content negotiation
-(Prometheus text or OpenMetrics) is :mod:`ami_exporter.metrics.exposition`.
+with per-connection time and memory bounds, and this module routes. A scrape is encoded by
+:mod:`ami_exporter.metrics.exposition` off the loop (big) or in 2 ms slices on it (small), so
+even a 90k-series scrape never holds the AMI readers up; the kernel's socket buffers absorb
+AMI traffic meanwhile. ``collect[]``/``name[]`` select what a scrape holds.
+Content negotiation (Prometheus text or OpenMetrics) is prometheus_client's.
 
 Every ``--web.listen-address`` is served by this one server (one listener over all their
 sockets, one connection cap). ``/-/reload`` answers as Prometheus's does: 405 to GET and HEAD,
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import logging
+import math
 import socket
 import ssl
 import time
@@ -26,7 +28,15 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
 
-from ami_exporter.metrics.exposition import CollectorRegistry, encode
+from ami_exporter.metrics.exposition import (
+    CollectorRegistry,
+    Exposition,
+    Selection,
+    UnknownCollectorError,
+    in_scrape_thread,
+    negotiate,
+    parse_selection,
+)
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.auth import BasicAuth
 from ami_exporter.web.history import History
@@ -45,65 +55,97 @@ __all__ = ["HTTPLimits", "WebServer"]
 log = logging.getLogger("ami_exporter.web")
 
 TLS_SHUTDOWN_TIMEOUT: Final = 5.0
-# Scrapes of the same kind (same Accept, gzip or not) share one encoding: those handled in the
-# same turn of the event loop (a burst: the same instant, for all they can tell), and any that
-# arrives while an answer at most SHARE_WINDOW old is still being sent (clients that never
-# read theirs). A flood of them costs one encoding and one body, not one each; a scrape
-# after the previous answer went out always gets a fresh one.
+# Scrapes of the same kind (same Accept, gzip or not, same collect[]/name[] selection) share
+# one encoding: any that arrives while one is being encoded waits for it, as do those
+# handled in the same turn of the event loop after it is done (a burst: the same instant,
+# for all they can tell), and any that arrives while an answer at most SHARE_WINDOW old is
+# still being sent (clients that never read theirs). A flood of them costs one encoding and
+# one body, not one each; a scrape after the previous answer went out always gets a fresh one.
 SHARE_WINDOW: Final = 1.0
 METRICS_VARY: Final = ("Vary", "Accept, Accept-Encoding")
 RELOAD_PATH: Final = "/-/reload"
 # POST /-/reload: the reload, then None (done) or the one-line reason it was refused.
 Reload = Callable[[], Awaitable[str | None]]
+_Key = tuple[str, bool, object]
 
 
 @dataclass(slots=True)
 class _Encoded:
-    body: bytes
-    content_type: str
+    body: asyncio.Future[tuple[bytes, str]]
     gzipped: bool
-    at: float
+    at: float  # when the encoding finished (inf while it runs)
     senders: int = 0
 
 
 class _Scrapes:
-    """Encoded scrape bodies being sent, shared by the scrapes of the same kind meanwhile."""
+    """Encoded scrape bodies being made or sent, shared by the scrapes of the same kind.
+
+    The registry is encoded by :class:`~ami_exporter.metrics.exposition.Exposition`: a big
+    scrape in its scrape thread, a small one on the loop in slices of about 2 ms, so a scrape
+    of any size never stalls the AMI readers; gzip runs in the scrape thread too (zlib
+    releases the GIL).
+    """
 
     def __init__(self, registry: CollectorRegistry, window: float = SHARE_WINDOW) -> None:
         self.registry = registry
+        self.exposition = Exposition(registry)
         self.window = window
-        self._sending: dict[tuple[str, bool], _Encoded] = {}
+        self._sending: dict[_Key, _Encoded] = {}
         self.encodings = 0  # how many times the registry was encoded (tests, debugging)
 
-    def response(self, accept: str, gzipped: bool) -> Response:
-        key = (accept, gzipped)
+    async def response(self, accept: str, gzipped: bool, query: str = "") -> Response:
+        try:
+            selection = parse_selection(query, self.exposition.collector_names())
+        except UnknownCollectorError as exc:
+            return Response(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode())
+        key = (accept, gzipped, selection.key)
         now = time.monotonic()
         shared = self._sending.get(key)
         if shared is None or now - shared.at > self.window:
-            body, content_type = encode(self.registry, accept)
-            self.encodings += 1
-            if gzipped:
-                body = gzip.compress(body, compresslevel=1)
-            shared = self._sending[key] = _Encoded(body, content_type, gzipped, now)
-            # Held until the loop's next turn, for the scrapes handled in this one.
-            shared.senders += 1
-            asyncio.get_running_loop().call_soon(self._release, key, shared)
+            loop = asyncio.get_running_loop()
+            shared = self._sending[key] = _Encoded(loop.create_future(), gzipped, math.inf)
+            shared.senders += 1  # held until the loop's turn after the encoding is done
+            task = loop.create_task(self._encode(key, shared, accept, selection))
+            task.add_done_callback(_consume)
         shared.senders += 1
+        try:
+            body, content_type = await asyncio.shield(shared.body)
+        except BaseException:
+            self._release(key, shared)
+            raise
         headers = [METRICS_VARY]
         if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         return Response(
-            HTTPStatus.OK,
-            shared.body,
-            shared.content_type,
-            headers,
-            sent=lambda: self._release(key, shared),
+            HTTPStatus.OK, body, content_type, headers, sent=lambda: self._release(key, shared)
         )
 
-    def _release(self, key: tuple[str, bool], entry: _Encoded) -> None:
+    async def _encode(self, key: _Key, entry: _Encoded, accept: str, selection: Selection) -> None:
+        try:
+            fmt = negotiate(accept)
+            body = await self.exposition.encode_async(fmt, selection)
+            self.encodings += 1
+            if entry.gzipped:
+                body = await in_scrape_thread(gzip.compress, body, 1)
+            entry.body.set_result((body, fmt.content_type))
+        except BaseException as exc:
+            entry.body.set_exception(exc)
+            raise
+        finally:
+            entry.at = time.monotonic()
+            # Held until the loop's next turn, for the scrapes handled in this one.
+            asyncio.get_running_loop().call_soon(self._release, key, entry)
+
+    def _release(self, key: _Key, entry: _Encoded) -> None:
         entry.senders -= 1
         if entry.senders == 0 and self._sending.get(key) is entry:
             del self._sending[key]
+
+
+def _consume(task: asyncio.Task[None]) -> None:
+    # The exception went to every waiting scrape through the future (they answer 500).
+    if not task.cancelled():
+        task.exception()
 
 
 class WebServer:
@@ -213,6 +255,12 @@ class WebServer:
                 return Response(decision.status, decision.body, headers=[*decision.headers.items()])
         if lifecycle:
             return await self._lifecycle(request)
+        if request.path == self.telemetry_path:
+            return await self.scrapes.response(
+                request.headers.get("accept", ""),
+                accepts_gzip(request.headers.get("accept-encoding", "")),
+                request.query,
+            )
         return self._route(request)
 
     async def _lifecycle(self, request: Request) -> Response:
@@ -234,11 +282,6 @@ class WebServer:
 
     def _route(self, request: Request) -> Response:
         path = request.path
-        if path == self.telemetry_path:
-            return self.scrapes.response(
-                request.headers.get("accept", ""),
-                accepts_gzip(request.headers.get("accept-encoding", "")),
-            )
         if path == "/":
             return Response(HTTPStatus.OK, self._landing_page(), "text/html; charset=utf-8")
         if path == "/-/healthy":
