@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 import yaml
 from helpers import PROMETHEUS_HINT, REPO, require_binary
+from prometheus_client.utils import floatToGoString
 
 from ami_exporter.metrics.collector import AMICollector
+from ami_exporter.state.queues import WAIT_BUCKETS
 from ami_exporter.state.server import ServerState
+from ami_exporter.state.trunks import JITTER_BUCKETS, LOSS_BUCKETS, MES_BUCKETS, PDD_BUCKETS
 
 ROOT = REPO
 RULES = ROOT / "alerts" / "ami-exporter.rules.yml"
@@ -46,25 +49,20 @@ REQUIRED = {
     "AsteriskQueueServiceLevelMissed": None,
     "AsteriskRestartingRepeatedly": None,
 }
-# The metrics of issue #11, built in parallel: alerts and recording rules may read them before
-# the exporter exports them (delete this set after the merge; the check below then covers them).
-PENDING_METRICS = {
-    "asterisk_trunk_calls_total",
-    "asterisk_trunk_post_dial_delay_seconds_bucket",
-    "asterisk_trunk_post_dial_delay_seconds_count",
-    "asterisk_trunk_answered_duration_seconds_sum",
-    "asterisk_trunk_answered_duration_seconds_count",
-    "asterisk_trunk_rtp_loss_ratio_bucket",
-    "asterisk_trunk_rtp_loss_ratio_count",
-    "asterisk_trunk_rtp_jitter_seconds_bucket",
-    "asterisk_trunk_rtp_jitter_seconds_count",
-    "asterisk_trunk_rtp_rtt_seconds_bucket",
-    "asterisk_trunk_rtp_media_experience_score_bucket",
-    "asterisk_trunk_rtp_media_experience_score_count",
-    "asterisk_queue_wait_seconds_bucket",
-    "asterisk_queue_wait_seconds_count",
-    "asterisk_restarts_total",
+# The percentile alerts and the bucket bounds of the histogram each reads. On a bound, the
+# alert is exact: p95 > bound exactly when more than 5 % of the observations exceed it.
+QUANTILE_ALERTS: dict[str, tuple[float, ...]] = {
+    "AsteriskTrunkPostDialDelayHigh": PDD_BUCKETS,
+    "AsteriskTrunkRTPLossHigh": LOSS_BUCKETS,
+    "AsteriskTrunkRTPJitterHigh": JITTER_BUCKETS,
+    "AsteriskTrunkMediaExperienceLow": MES_BUCKETS,
 }
+# Thresholds between two bounds, and those bounds: histogram_quantile interpolates linearly
+# inside the bucket, as if its observations were spread evenly over it. Loss 3 % sits a third
+# of the way into (2 %, 5 %]: reports of 6/256 or 7/256 (2.3 %, 2.7 %) alone can fire it, and a
+# 5.5 % share of reports at 4.7 % reads p95 2.3 % and does not. A 0.03 bound would make it
+# exact (README's metric table lists the bounds).
+BETWEEN_BUCKETS: dict[str, tuple[float, float]] = {"AsteriskTrunkRTPLossHigh": (0.02, 0.05)}
 RECORDED_NAME = re.compile(
     r"^(?P<level>[a-z]+(?:_[a-z]+)*):(?P<metric>[a-z0-9_]+):(?P<ops>[a-z0-9_]+)$"
 )
@@ -191,13 +189,32 @@ def test_alert_metrics_exist_in_the_exporter() -> None:
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
         for suffix in suffixes.get(family.type, [""]):
             exported.add(family.name + suffix)
-    exported |= PENDING_METRICS
     rules = [(r["alert"], r["expr"]) for r in alert_rules()]
     rules += [(r["record"], r["expr"]) for r in recording_rules()]
     for name, expr in rules:
         raw = re.sub(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", " ", expr)  # recorded series
         for metric in set(re.findall(r"\b(asterisk_\w+)", raw)):
             assert metric in exported, f"{name}: {metric} is not exported"
+
+
+def test_percentile_thresholds_fall_on_the_exporters_bucket_bounds() -> None:
+    rules = {r["alert"]: r["expr"] for r in alert_rules()}
+    for alert, bounds in QUANTILE_ALERTS.items():
+        m = re.search(r":p\d+_rate5m\s*[<>]\s*([\d.]+)", rules[alert])
+        assert m, f"{alert}: no percentile threshold in {rules[alert]}"
+        threshold = float(m[1])
+        if alert in BETWEEN_BUCKETS:
+            below = max(b for b in bounds if b < threshold)
+            above = min(b for b in bounds if b > threshold)
+            assert threshold not in bounds, f"{alert}: {threshold} is a bound now"
+            assert BETWEEN_BUCKETS[alert] == (below, above), alert
+        else:
+            assert threshold in bounds, f"{alert}: {threshold} between the bounds {bounds}"
+    # the service level counts the answered callers of the 20 s bucket, as the exporter
+    # writes its le label
+    (bound,) = set(re.findall(r'le="([^"]+)"', RECORDING.read_text()))
+    assert bound == floatToGoString(20.0) == "20.0"
+    assert 20.0 in WAIT_BUCKETS
 
 
 def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:

@@ -34,40 +34,6 @@ SCOPE = ('job=~"$job"', 'instance=~"$instance"', 'server=~"$server"')
 # instance only.
 PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "ALERTS", "ami_exporter_build_info"}
 TRUNK_SCOPE = 'trunk=~"$trunk"'
-# The metrics of issue #11 (and the build_info rename of issue #14), built in parallel: their
-# names and labels are the issues' contract. While the exporter does not export one yet, the
-# dashboard may use it with these labels; once the exporter and the README have it, they are
-# checked instead (delete this table after the merge).
-CONTRACT: dict[str, set[str]] = {
-    "asterisk_trunk_calls_total": {"server", "trunk", "direction", "outcome"},
-    "asterisk_trunk_sip_responses_total": {"server", "trunk", "code"},
-    "asterisk_trunk_active_channels": {"server", "trunk", "direction"},
-    "asterisk_trunk_post_dial_delay_seconds": {"server", "trunk"},
-    "asterisk_trunk_answered_duration_seconds": {"server", "trunk", "direction"},
-    "asterisk_trunk_rtp_loss_ratio": {"server", "trunk", "stream"},
-    "asterisk_trunk_rtp_jitter_seconds": {"server", "trunk", "stream"},
-    "asterisk_trunk_rtp_rtt_seconds": {"server", "trunk"},
-    "asterisk_trunk_rtp_media_experience_score": {"server", "trunk", "stream"},
-    "asterisk_queue_wait_seconds": {"server", "queue", "outcome"},
-    "asterisk_queue_talk_seconds": {"server", "queue"},
-    "asterisk_restarts_total": {"server"},
-    "ami_exporter_build_info": {"version", "python_version"},
-}
-HISTOGRAMS = {
-    "asterisk_trunk_post_dial_delay_seconds",
-    "asterisk_trunk_answered_duration_seconds",
-    "asterisk_trunk_rtp_loss_ratio",
-    "asterisk_trunk_rtp_jitter_seconds",
-    "asterisk_trunk_rtp_rtt_seconds",
-    "asterisk_trunk_rtp_media_experience_score",
-    "asterisk_queue_wait_seconds",
-    "asterisk_queue_talk_seconds",
-}
-
-
-def contract_series() -> set[str]:
-    names = set(CONTRACT) - HISTOGRAMS
-    return names | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 
 
 def load_dashboard() -> dict[str, Any]:
@@ -91,7 +57,7 @@ def readme_labels() -> dict[str, set[str]]:
     """metric -> labels, from the README's metric table (the exporter's documented contract)."""
     out = {}
     for line in (ROOT / "README.md").read_text().splitlines():
-        m = re.match(r"^\| `(asterisk_\w+)` \| [^|]+ \| ([^|]*) \|", line)
+        m = re.match(r"^\| `((?:asterisk|ami_exporter)_\w+)` \| [^|]+ \| ([^|]*) \|", line)
         if m:
             out[m[1]] = {label.strip() for label in m[2].split(",") if label.strip()}
     return out
@@ -540,8 +506,8 @@ def test_query_ranges_and_cost(title: str, expr: str) -> None:
 
 
 def test_dashboard_metrics_and_labels_exist() -> None:
-    exported = exported_series() | contract_series()
-    documented = CONTRACT | readme_labels()
+    exported = exported_series()
+    documented = readme_labels()
     for title, expr in all_exprs():
         for metric in metric_names(expr):
             if metric in PROMETHEUS_SERIES:

@@ -1,17 +1,21 @@
 """A real Prometheus server scrapes the exporter, evaluates the alert rules and the dashboard.
 
-The exporter runs in-process on the simulator (20 calls/s, every outcome, a failed login for
-the security events); Debian's ``prometheus`` binary runs on loopback with a temporary data
+The exporter runs in-process, with queues and VICIdial on, on the simulator as an Asterisk 22
+with TRUNKS PJSIP carriers (20 calls/s with the captured outcome mix, post-dial delay, RTCP
+every 0.5 s with loss, jitter and MES, inbound and queue calls, qualify and registration flaps),
+Local calls of every outcome and a failed login for the security events; Asterisk restarts
+RESTARTS times. Debian's ``prometheus`` binary runs on loopback with a temporary data
 directory, 1 s scrape and evaluation intervals, ``alerts/ami-exporter.recording.yml`` and
-``alerts/ami-exporter.rules.yml``. Through its HTTP API the test checks that the target is up,
-that every recording and alert rule loaded and evaluates cleanly, that every recorded series
-and every PromQL expression of the dashboard (panels, collapsed rows' panels and annotations)
-and every variable query parses and returns data (a query of an earlier period,
-``offset 1d``/``1w``, and an annotation on firing alerts may be empty in a Prometheus a minute
-old, the lifetimes of non-Local channels in a simulator that makes Local channels only, and
-the series in ``AWAITING_DATA`` until the simulator feeds them), and that stopping the
-simulator turns ``asterisk_ami_up`` to 0 and AsteriskAMIDown to pending. Every HTTP call
-runs in a thread: Prometheus scrapes the exporter served by this test's own event loop.
+``alerts/ami-exporter.rules.yml``. Through its HTTP API the test checks that the target is up;
+that every recording and alert rule loaded and evaluates cleanly; that the restart alerts fire
+(critical and warning); that every recorded series and every PromQL expression of the dashboard
+(panels, collapsed rows' panels and annotations) and every variable query returns a number, but
+the queries of an earlier period listed in EMPTY_IN_A_SHORT_TEST; that the per-carrier graphs
+show the busiest 10 carriers and the Carriers table all of them; that every label value the
+dashboard and the rules match on (outcome, direction, stream, status, le...) is one the
+exporter writes; and that stopping the simulator turns ``asterisk_ami_up`` to 0 and
+AsteriskAMIDown to pending. Every HTTP call runs in a thread: Prometheus scrapes the exporter
+served by this test's own event loop.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import time
 import urllib.error
@@ -26,13 +31,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
 from helpers import (
     PROMETHEUS_HINT,
     REPO,
+    Exporter,
     free_port,
     require_binary,
     running_exporter,
@@ -53,42 +59,54 @@ DEADLINE = 75.0  # the whole test, seconds
 
 pytestmark = pytest.mark.timeout(DEADLINE + 15)
 
-# Metrics of issue #11 (and the build_info rename of issue #14) that this test's exporter and
-# simulator do not produce yet. A query (panel, variable, recorded series) that reads one of
-# them must still parse and evaluate, but may return nothing. Once the exporter exports a
-# metric and the simulator feeds it (trunk calls with outcomes, TechCause, post-dial delay,
-# RTCP, queue waits, a restart), delete its name here: the test then requires data from every
-# query that reads it. ``test_awaiting_data_is_only_issue_11`` keeps the set from growing.
-AWAITING_DATA: frozenset[str] = frozenset(
-    {
-        "asterisk_trunk_calls_total",
-        "asterisk_trunk_sip_responses_total",
-        "asterisk_trunk_active_channels",
-        "asterisk_trunk_post_dial_delay_seconds",
-        "asterisk_trunk_answered_duration_seconds",
-        "asterisk_trunk_rtp_loss_ratio",
-        "asterisk_trunk_rtp_jitter_seconds",
-        "asterisk_trunk_rtp_rtt_seconds",
-        "asterisk_trunk_rtp_media_experience_score",
-        "asterisk_queue_wait_seconds",
-        "asterisk_queue_talk_seconds",
-        "asterisk_restarts_total",
-        "ami_exporter_build_info",
-    }
-)
-# What the set may hold at most: the new series of issues #11 and #14.
-ISSUE_11_METRICS = re.compile(
-    r"asterisk_trunk_\w+|asterisk_queue_(wait|talk)_seconds|asterisk_restarts_total|ami_exporter_build_info"
-)
+# Simulated Asterisk 22 with more PJSIP carriers than the per-carrier graphs show (their top
+# 10), short calls, RTCP every 0.5 s, a flap (qualify or registration) every 2 s or so, a queue.
+TRUNKS = 12
+TOP_CARRIERS = 10  # what the per-carrier graphs are capped at (topk(10, ...))
+SIMULATOR = {
+    "calls_per_second": 20,
+    "hold_time": 2.0,
+    "ring_time": 0.2,
+    "ring_timeout": 2.0,
+    "post_dial_delay": 0.5,
+    "queue_wait": 2.0,
+    "rtcp_interval": 0.5,
+    "flap_interval": 2.0,
+    "vicidial": True,
+    "trunks": TRUNKS,
+}
+# AsteriskRestartingRepeatedly's threshold: this many restarts fire a critical alert (and
+# AsteriskRestarted a warning), so that the dashboard's alert annotations have data too.
+RESTARTS = 3
+DATA_TIMEOUT = 20.0  # for every query to have data once the restarts are over
+
+# The only dashboard queries that may have no data here, with why: each reads an earlier
+# period that a Prometheus a minute old has not recorded. Every other query (panel, variable,
+# annotation) and every recorded series must return a number (not only NaN).
+EMPTY_IN_A_SHORT_TEST: dict[tuple[str, str], str] = {
+    ("Calls now and a week ago", "B"): "offset 1w: a week of history",
+    ("Active calls", "B"): "offset 1d: a day of history",
+    ("Active calls", "C"): "offset 1w: a week of history",
+    ("Channels created", "B"): "offset 1d: a day of history",
+    ("Channels created", "C"): "offset 1w: a week of history",
+    ("ASR and NER", "B"): "offset 1w: a week of history",
+    ("ASR and NER", "D"): "offset 1w: a week of history",
+    ("ASR per carrier", "B"): "offset 1w: a week of history",
+    ("NER per carrier", "B"): "offset 1w: a week of history",
+}
 
 
-def awaits_data(expr: str, recorded: dict[str, str] | None = None) -> bool:
-    """Whether ``expr`` reads a metric of AWAITING_DATA, directly or through a recorded series
-    (``recorded``: record name -> its expression)."""
-    for name, source in (recorded or {}).items():
-        if re.search(rf"\b{re.escape(name)}\b", expr) and awaits_data(source, recorded):
-            return True
-    return any(re.search(rf"\b{metric}(_bucket|_sum|_count)?\b", expr) for metric in AWAITING_DATA)
+# Labels whose values the exporter fixes (outcomes, directions, streams, results, statuses,
+# bucket bounds): every value a dashboard query or a rule matches on must be in the real
+# series, or the query silently reads nothing (an ASR of 0 through `or 0 *`, say). Hangup
+# causes and security event names are open sets and not checked.
+CLOSED_LABELS = frozenset({"outcome", "direction", "stream", "result", "status", "le"})
+# Values matched on that this simulator does not produce, with why.
+ABSENT_VALUES: dict[tuple[str, str, str], str] = {
+    ("asterisk_peers", "status", "lagged"): "chan_sip/IAX2 qualify only; the carriers are PJSIP",
+    ("asterisk_peers", "status", "registered"): "chan_sip/IAX2 dynamic peers; PJSIP carriers",
+}
+MATCHER = re.compile(r'(?P<label>\w+)(?:=~|=)"(?P<value>[^"$]*)"')
 
 
 def recording_rules() -> dict[str, str]:
@@ -96,12 +114,10 @@ def recording_rules() -> dict[str, str]:
     return {r["record"]: r["expr"] for g in groups for r in g["rules"]}
 
 
-def test_awaiting_data_is_only_issue_11() -> None:
-    assert all(ISSUE_11_METRICS.fullmatch(name) for name in AWAITING_DATA), AWAITING_DATA
-    assert awaits_data("sum(rate(asterisk_trunk_rtp_loss_ratio_bucket[5m]))")
-    assert not awaits_data("asterisk_ami_up")
-    asr = "server_trunk_direction:asterisk_trunk_asr:ratio_rate15m"
-    assert awaits_data(asr, recording_rules()) == ("asterisk_trunk_calls_total" in AWAITING_DATA)
+def has_data(result: list[Any]) -> bool:
+    """At least one sample that is a number: histogram_quantile of buckets that did not move
+    is NaN, which Grafana draws as nothing."""
+    return any(math.isfinite(float(r["value"][1])) for r in result)
 
 
 def http_get(url: str) -> tuple[int, Any]:
@@ -159,28 +175,47 @@ class PromAPI:
             await asyncio.sleep(0.25)
 
 
-def dashboard_targets() -> list[tuple[str, str]]:
-    """(panel title, expr) of every query of the dashboard: the panels' targets, those of the
-    panels inside collapsed rows, and the Prometheus annotations."""
+class Target(NamedTuple):
+    """One query of the dashboard: its panel (or annotation), refId and PromQL."""
+
+    title: str
+    ref: str
+    expr: str
+
+
+class Answer(NamedTuple):
+    """A dashboard query as run: the query with the variables filled in, error or result."""
+
+    target: Target
+    query: str
+    error: str | None
+    result: list[Any]
+
+
+def dashboard_targets() -> list[Target]:
+    """Every query of the dashboard: the panels' targets, those of the panels inside
+    collapsed rows, and the Prometheus annotations (refId ``annotation``)."""
     dashboard = json.loads(DASHBOARD.read_text())
     out = []
     for top in dashboard["panels"]:
         for panel in [top, *top.get("panels", [])]:
-            for t in panel.get("targets", []):
-                out.append((panel["title"], t["expr"]))
+            out.extend(
+                Target(panel["title"], t["refId"], t["expr"]) for t in panel.get("targets", [])
+            )
     for annotation in dashboard["annotations"]["list"]:
         if annotation["datasource"].get("type") == "prometheus":
-            out.append((f"annotation {annotation['name']}", annotation["expr"]))
+            name = f"annotation {annotation['name']}"
+            out.append(Target(name, "annotation", annotation["expr"]))
     return out
 
 
-def may_be_empty(title: str, expr: str) -> bool:
-    """A query of an earlier period, of alerts that need not fire during the test, or of the
-    lifetimes of non-Local channels: the simulator's calls are Local channels only (it replays
-    Originates to Local/...), so it ends none."""
-    alerts = title in ("annotation Critical alerts", "annotation Warning alerts")
-    non_local_lifetimes = "_bucket{" in expr and 'tech!="Local"' in expr
-    return " offset " in expr or alerts or non_local_lifetimes
+def test_the_queries_allowed_no_data_exist_and_read_an_earlier_period() -> None:
+    targets = {(t.title, t.ref): t.expr for t in dashboard_targets()}
+    for key, reason in EMPTY_IN_A_SHORT_TEST.items():
+        assert key in targets, f"{key}: no such query in the dashboard ({reason})"
+        assert " offset " in targets[key], f"{key}: reads no earlier period ({reason})"
+    earlier = {key for key, expr in targets.items() if " offset " in expr}
+    assert earlier == set(EMPTY_IN_A_SHORT_TEST)
 
 
 def variable_queries() -> dict[str, str]:
@@ -224,22 +259,24 @@ async def test_real_prometheus_scrapes_evaluates_rules_and_dashboard(
 ) -> None:
     prometheus = require_binary("prometheus", install=PROMETHEUS_HINT)
     started = time.monotonic()
-    sim = await make_simulator(calls_per_second=20, hold_time=1.0)
+    sim = await make_simulator(**SIMULATOR)
     config = server_config(
-        sim.port, name=SERVER, ping_interval=1.0, resync_interval=2.0, queues=True
+        sim.port,
+        name=SERVER,
+        ping_interval=1.0,
+        resync_interval=2.0,
+        queues=True,
+        vicidial=True,
     )
     async with running_exporter(config) as exporter:
         await wait_for(lambda: exporter.state.up, 5, "the exporter's AMI login")
-        for outcome in OUTCOMES:  # every hangup cause group, whatever the random mix
+        for outcome in OUTCOMES:  # Local calls too: every originate reason and hangup cause
             sim.start_call(outcome, hold_time=1.0)
         await failed_login(sim.port)
-        # a trunk status change and a waiting caller, for the Trunks and Queues rows
-        sim.extras.set_peer_status("IAX2", "iax-peer", "Lagged", rtt_ms=40)
-        sim.extras.add_queue_caller("support", waiting_since=time.time() - 20)
 
         target = f"127.0.0.1:{exporter.web.port}"
         async with running_prometheus(prometheus, tmp_path, target) as api:
-            await run_checks(api, exporter.web.port, sim)
+            await run_checks(api, exporter, sim)
     assert time.monotonic() - started < DEADLINE
 
 
@@ -282,7 +319,7 @@ async def running_prometheus(
             await proc.wait()
 
 
-async def run_checks(api: PromAPI, exporter_port: int, sim: SimulatedAsterisk) -> None:
+async def run_checks(api: PromAPI, exporter: Exporter, sim: SimulatedAsterisk) -> None:
     async def ready() -> bool:
         try:
             status, _ = await api.get("/api/v1/status/buildinfo")
@@ -299,29 +336,8 @@ async def run_checks(api: PromAPI, exporter_port: int, sim: SimulatedAsterisk) -
         return any(t["labels"].get("job") == JOB and t["health"] == "up" for t in targets)
 
     await api.eventually(target_up, "the exporter target to be up", 15)
-
-    # -- the rules loaded and evaluate without error ----------------------------------------
-    expected_alerts = {
-        rule["alert"]
-        for group in yaml.safe_load(RULES.read_text())["groups"]
-        for rule in group["rules"]
-        if "alert" in rule
-    } | set(recording_rules())
-    rules_state: dict[str, Any] = {}
-
-    async def rules_evaluated() -> bool:
-        _, body = await api.get("/api/v1/rules")
-        rules = [r for g in body.get("data", {}).get("groups", []) for r in g["rules"]]
-        rules_state["rules"] = rules
-        return len(rules) == len(expected_alerts) and all(
-            r.get("lastEvaluation", "").startswith("20") and r["health"] != "unknown" for r in rules
-        )
-
-    await api.eventually(rules_evaluated, "every rule to be evaluated", 10)
-    rules = rules_state["rules"]
-    assert {r["name"] for r in rules} == expected_alerts
-    bad = [(r["name"], r["health"], r.get("lastError")) for r in rules if r["health"] != "ok"]
-    assert not bad, f"rules failing in a real Prometheus: {bad}"
+    await check_rules_evaluate(api)
+    await restart_repeatedly(api, exporter, sim)
 
     # -- the dashboard: enough samples for rate() over $__rate_interval ----------------------
     async def enough_samples() -> bool:
@@ -334,9 +350,10 @@ async def run_checks(api: PromAPI, exporter_port: int, sim: SimulatedAsterisk) -
     await api.eventually(enough_samples, "a few scrapes of every series", 20)
 
     await check_recorded_series(api)
-    await check_dashboard_queries(api, exporter_port)
+    await check_dashboard_queries(api, exporter.web.port, sim)
+    await check_label_values(api)
 
-    # -- nothing is wrong yet ---------------------------------------------------------------
+    # -- the AMI session is up -------------------------------------------------------------
     _, body = await api.get("/api/v1/alerts")
     names = {a["labels"]["alertname"] for a in body["data"]["alerts"]}
     assert "AsteriskAMIDown" not in names
@@ -364,34 +381,175 @@ async def run_checks(api: PromAPI, exporter_port: int, sim: SimulatedAsterisk) -
     await api.eventually(alert_pending, "AsteriskAMIDown to be pending", 10)
 
 
+async def check_rules_evaluate(api: PromAPI) -> None:
+    """Every recording and alert rule loaded and evaluates without error."""
+    expected = {
+        rule["alert"]
+        for group in yaml.safe_load(RULES.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    } | set(recording_rules())
+    rules_state: dict[str, Any] = {}
+
+    async def rules_evaluated() -> bool:
+        _, body = await api.get("/api/v1/rules")
+        rules = [r for g in body.get("data", {}).get("groups", []) for r in g["rules"]]
+        rules_state["rules"] = rules
+        return len(rules) == len(expected) and all(
+            r.get("lastEvaluation", "").startswith("20") and r["health"] != "unknown" for r in rules
+        )
+
+    await api.eventually(rules_evaluated, "every rule to be evaluated", 10)
+    rules = rules_state["rules"]
+    assert {r["name"] for r in rules} == expected
+    bad = [(r["name"], r["health"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    assert not bad, f"rules failing in a real Prometheus: {bad}"
+
+
+async def restart_repeatedly(api: PromAPI, exporter: Exporter, sim: SimulatedAsterisk) -> None:
+    """Asterisk restarts RESTARTS times once Prometheus has the restart counter at 0: the
+    restart annotation, the Servers table's restarts and a critical and a warning alert."""
+    zero = f'asterisk_restarts_total{{server="{SERVER}"}} == 0'
+
+    async def counter_at_zero() -> bool:
+        err, result = await api.query(zero)
+        return err is None and len(result) == 1
+
+    await api.eventually(counter_at_zero, "asterisk_restarts_total at 0 in prometheus", 10)
+    for count in range(1, RESTARTS + 1):
+        await sim.restart(downtime=0.1)
+        await wait_for(
+            lambda n=count: exporter.state.up and exporter.state.core.restarts_detected == n,
+            10,
+            f"the exporter back after restart {count}",
+        )
+
+    async def alerts_firing() -> bool:
+        _, body = await api.get("/api/v1/alerts")
+        firing = {
+            (a["labels"]["alertname"], a["labels"]["severity"])
+            for a in body.get("data", {}).get("alerts", [])
+            if a["state"] == "firing" and a["labels"].get("server") == SERVER
+        }
+        wanted = {("AsteriskRestartingRepeatedly", "critical"), ("AsteriskRestarted", "warning")}
+        return wanted <= firing
+
+    await api.eventually(alerts_firing, "the restart alerts to fire", 10)
+
+
 async def check_recorded_series(api: PromAPI) -> None:
-    """Every recorded series has data, but those over metrics still awaited."""
-    recorded = recording_rules()
-    no_record = []
-    for name in recorded:
-        err, result = await api.query(name)
-        assert err is None, f"{name}: {err}"
-        if not result and not awaits_data(name, recorded):
-            no_record.append(name)
+    """Every recorded series has data: ASR, NER, ACD, post-dial delay and RTP percentiles,
+    queue service level, all from the simulated carriers and queue."""
+    errors: list[str] = []
+    no_record: list[str] = []
+
+    async def all_recorded() -> bool:
+        errors.clear()
+        no_record.clear()
+        for name in recording_rules():
+            err, result = await api.query(name)
+            if err is not None:
+                errors.append(f"{name}: {err}")
+            elif not has_data(result):
+                no_record.append(name)
+        return not errors and not no_record
+
+    await poll(api, all_recorded, DATA_TIMEOUT)
+    assert not errors, f"recorded series Prometheus rejects: {errors}"
     assert not no_record, f"recorded series without data: {no_record}"
 
 
-async def check_dashboard_queries(api: PromAPI, exporter_port: int) -> None:
+async def poll(api: PromAPI, check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    """Run ``check`` until it holds or ``timeout`` passes; the caller asserts what is left."""
+    deadline = time.monotonic() + timeout
+    while not await check() and time.monotonic() < deadline:
+        assert api.proc.returncode is None, f"prometheus exited:\n{api.log_tail()}"
+        await asyncio.sleep(1.0)
+
+
+async def check_dashboard_queries(api: PromAPI, exporter_port: int, sim: SimulatedAsterisk) -> None:
     """Variable queries, resolved like Grafana does, then used to fill in the panels' queries;
-    every query parses and has data (see may_be_empty and AWAITING_DATA)."""
+    every query parses and has data but those of EMPTY_IN_A_SHORT_TEST, and the per-carrier
+    graphs show the busiest TOP_CARRIERS of the TRUNKS carriers."""
     values = await resolve_variables(api)
     assert values["job"] == [JOB]
     assert values["instance"] == [f"127.0.0.1:{exporter_port}"]
     assert values["server"] == [SERVER]
-    errors, empty = [], []
-    for title, expr, query, err, result in await run_dashboard_queries(api, values):
-        if err is not None:
-            errors.append(f"{title}: {query}\n    {err}")
-        elif not result and not may_be_empty(title, expr) and not awaits_data(expr):
-            empty.append(f"{title}: {query}")
+    assert sim.trunks is not None
+    assert values["trunk"] == sorted(c.name for c in sim.trunks.carriers)
+    errors: list[str] = []
+    empty: list[str] = []
+    answers: list[Answer] = []
+
+    async def every_query_has_data() -> bool:
+        answers[:] = await run_dashboard_queries(api, values)
+        errors[:] = [f"{a.target.title}: {a.query}\n    {a.error}" for a in answers if a.error]
+        empty[:] = [
+            f"{a.target.title} ({a.target.ref}): {a.query}"
+            for a in answers
+            if a.error is None
+            and not has_data(a.result)
+            and (a.target.title, a.target.ref) not in EMPTY_IN_A_SHORT_TEST
+        ]
+        return not errors and not empty
+
+    await poll(api, every_query_has_data, DATA_TIMEOUT)
     assert not errors, "dashboard queries that Prometheus rejects:\n" + "\n".join(errors)
-    # The simulator feeds every panel: all call outcomes, a failed login, 1 s pings.
     assert not empty, "dashboard queries without data:\n" + "\n".join(empty)
+    with_data = [a for a in answers if (a.target.title, a.target.ref) not in EMPTY_IN_A_SHORT_TEST]
+    assert len(with_data) == len(answers) - len(EMPTY_IN_A_SHORT_TEST)
+    check_carrier_caps(answers)
+
+
+def check_carrier_caps(answers: list[Answer]) -> None:
+    """A graph per carrier shows at most the TOP_CARRIERS busiest (here all TRUNKS carriers
+    call, so exactly that many); the Carriers table lists every carrier; no table cell is
+    NaN."""
+    capped = 0
+    for a in answers:
+        trunks = {r["metric"].get("trunk") for r in a.result} - {None}
+        if f"topk({TOP_CARRIERS}, sum by (trunk" in a.target.expr:
+            capped += 1
+            assert len(trunks) <= TOP_CARRIERS, f"{a.target.title}: {sorted(trunks)}"
+            if a.target.title == "Carrier calls per minute":
+                assert len(trunks) == TOP_CARRIERS, f"{a.target.title}: {sorted(trunks)}"
+        elif a.target.title == "Carriers" and a.target.ref == "A":
+            assert len(trunks) == TRUNKS, f"{a.target.title}: {sorted(trunks)}"
+        if a.target.title in ("Carriers", "Servers"):  # a table prints NaN in its cell
+            cells = [r["value"][1] for r in a.result]
+            assert all(math.isfinite(float(v)) for v in cells), f"{a.query}: {cells}"
+    assert capped >= 10, "the per-carrier graphs are capped"
+
+
+def matched_values() -> dict[tuple[str, str], set[str]]:
+    """(metric, label) -> the values the dashboard and both rule files match it on (= and =~
+    with literal alternatives), for the labels of CLOSED_LABELS."""
+    exprs = [t.expr for t in dashboard_targets()] + list(recording_rules().values())
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        exprs += [r["expr"] for r in group["rules"]]
+    out: dict[tuple[str, str], set[str]] = {}
+    for expr in exprs:
+        for selector in re.finditer(r"\b([\w:]+)\{([^}]*)\}", expr):
+            for m in MATCHER.finditer(selector[2]):
+                if m["label"] in CLOSED_LABELS:
+                    key = (selector[1], m["label"])
+                    out.setdefault(key, set()).update(m["value"].split("|"))
+    return out
+
+
+async def check_label_values(api: PromAPI) -> None:
+    """Every closed-set label value a query or rule matches on is in the real series."""
+    wanted = matched_values()
+    assert ("asterisk_trunk_calls_total", "outcome") in wanted
+    assert "20.0" in wanted[("asterisk_queue_wait_seconds_bucket", "le")]
+    missing = []
+    for (metric, label), values in sorted(wanted.items()):
+        status, body = await api.get(f"/api/v1/label/{label}/values", **{"match[]": metric})
+        assert status == 200, body
+        for value in sorted(values - set(body["data"])):
+            if (metric, label, value) not in ABSENT_VALUES:
+                missing.append(f'{metric}{{{label}="{value}"}} (real: {body["data"]})')
+    assert not missing, "matched label values the exporter never writes:\n" + "\n".join(missing)
 
 
 async def resolve_variables(api: PromAPI) -> dict[str, list[str]]:
@@ -408,16 +566,12 @@ async def resolve_variables(api: PromAPI) -> dict[str, list[str]]:
         status, body = await api.get(f"/api/v1/label/{m['label']}/values", **params)
         assert status == 200, f"variable {name}: {body}"
         values[name] = body["data"]
-        if not values[name]:
-            assert awaits_data(definition), f"variable {name}: no value for {definition}"
-            values[name] = [".+"]  # Grafana's All (allValue), for the queries below
+        assert values[name], f"variable {name}: no value for {definition}"
     return values
 
 
-async def run_dashboard_queries(
-    api: PromAPI, values: dict[str, list[str]]
-) -> list[tuple[str, str, str, str | None, list[Any]]]:
-    """(title, expr, query run, error, result) of every query of the dashboard."""
+async def run_dashboard_queries(api: PromAPI, values: dict[str, list[str]]) -> list[Answer]:
+    """Every query of the dashboard, run as an instant query with the variables filled in."""
     variables = {k: grafana_regex(v) for k, v in values.items()}
     now_ms = int(time.time() * 1000)
     variables.update(
@@ -431,9 +585,9 @@ async def run_dashboard_queries(
         }
     )
     out = []
-    for title, expr in dashboard_targets():
-        query = substitute(expr, variables)
-        assert "$" not in query, f"{title}: unsubstituted variable in {query}"
+    for target in dashboard_targets():
+        query = substitute(target.expr, variables)
+        assert "$" not in query, f"{target.title}: unsubstituted variable in {query}"
         err, result = await api.query(query)
-        out.append((title, expr, query, err, result))
+        out.append(Answer(target, query, err, result))
     return out

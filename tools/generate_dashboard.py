@@ -1316,7 +1316,9 @@ def carrier_columns() -> list[Column]:
     loss = quantile(0.95, "asterisk_trunk_rtp_loss_ratio", f"{by}, stream")
     jitter = quantile(0.95, "asterisk_trunk_rtp_jitter_seconds", f"{by}, stream")
     mes = quantile(0.05, "asterisk_trunk_rtp_media_experience_score", f"{by}, stream")
-    pdd = quantile(0.95, "asterisk_trunk_post_dial_delay_seconds", by)
+    # a percentile of buckets that did not move is NaN, which a table cell would print:
+    # `>= 0` leaves the cell empty instead (as the recording rules do)
+    pdd = f"{quantile(0.95, 'asterisk_trunk_post_dial_delay_seconds', by)} >= 0"
     pu = units.PercentUnit
     return [
         Column("Calls/min", calls, units.Short),
@@ -1325,9 +1327,9 @@ def carrier_columns() -> list[Column]:
         Column("PDD p95", pdd, units.Seconds, steps("text", (PDD_P95_MAX, "red"))),
         Column("ACD", mean_of("asterisk_trunk_answered_duration_seconds", by), units.Seconds),
         Column("Channels", channels, units.Short),
-        Column("Loss p95", f"max by ({by}) ({loss})", pu, loss_bands()),
-        Column("Jitter p95", f"max by ({by}) ({jitter})", units.Seconds, jitter_bands()),
-        Column("MES p5", f"min by ({by}) ({mes})", units.NoUnit, mes_bands()),
+        Column("Loss p95", f"max by ({by}) ({loss}) >= 0", pu, loss_bands()),
+        Column("Jitter p95", f"max by ({by}) ({jitter}) >= 0", units.Seconds, jitter_bands()),
+        Column("MES p5", f"min by ({by}) ({mes}) >= 0", units.NoUnit, mes_bands()),
     ]
 
 
