@@ -62,7 +62,7 @@ QUANTILE_ALERTS: dict[str, tuple[float, ...]] = {
 # of the way into (2 %, 5 %]: reports of 6/256 or 7/256 (2.3 %, 2.7 %) alone can fire it, and a
 # 5.5 % share of reports at 4.7 % reads p95 2.3 % and does not. A 0.03 bound would make it
 # exact (README's metric table lists the bounds).
-BETWEEN_BUCKETS: dict[str, tuple[float, float]] = {"AsteriskTrunkRTPLossHigh": (0.02, 0.05)}
+BETWEEN_BUCKETS: dict[str, tuple[float, float]] = {}
 RECORDED_NAME = re.compile(
     r"^(?P<level>[a-z]+(?:_[a-z]+)*):(?P<metric>[a-z0-9_]+):(?P<ops>[a-z0-9_]+)$"
 )

@@ -109,8 +109,9 @@ CAUSE_OUTCOMES: Final[dict[int, str]] = {
 PDD_BUCKETS: Final = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0, 30.0)
 ANSWERED_BUCKETS: Final = DURATION_BUCKETS  # as asterisk_channel_duration_seconds
 # loss: a report's fraction is in steps of 1/256 (0.4 %); le=0 counts the loss-free reports;
-# G.711 without concealment is audibly hurt from about 1 %, bad from 5 %.
-LOSS_BUCKETS: Final = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+# G.711 without concealment is audibly hurt from about 1 %, bad from 5 %; 3 % is the loss
+# alert's threshold, a bound so that its p95 is exact rather than interpolated.
+LOSS_BUCKETS: Final = (0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5)
 # jitter: 1/8000 s steps; a jitter buffer copes up to 20-30 ms, 50 ms and more is trouble.
 JITTER_BUCKETS: Final = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)
 # round trip: ITU-T G.114 keeps one way under 150 ms (300 ms RTT); 0.1 ms resolution on the wire.
