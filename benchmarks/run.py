@@ -323,14 +323,20 @@ def _render_scrape(results: dict[str, Any], row: Any) -> None:
     if s9:
         for n, r in s9.items():
             control = r.get("raw_control", {})
-            valid = control.get("blaster_max_lag_vs_schedule_seconds", 0.0) <= 0.1
+            paced = max(
+                r.get("blaster_max_lag_vs_schedule_seconds", 0.0),
+                control.get("blaster_own_lag_seconds", 0.0),
+            )
             row(
-                f"| 9 | {int(n)} server(s) x {r['rate_per_server']:,.0f} events/s in one process: "
-                f"events/s ingested; CPU of one core; readers behind | "
-                f"**{_k(r['events_per_s_total'])}**; {100 * r['cpu_share']:.0f} %; "
-                f"{len(r['behind'])}/{n} | raw reader: "
-                f"{100 * control.get('cpu_share', 0):.0f} % CPU"
-                + ("" if valid else " (blaster could not keep the pace)")
+                f"| 9 | {int(n)} server(s) x {r['rate_per_server']:,.0f} events/s in one process, "
+                f"{r['window_seconds']:.0f} s: events/s ingested; CPU of one core (waiting for a "
+                f"CPU); us per event; blaster CPU; readers behind | "
+                f"**{_k(r['events_per_s_total'])}**; **{100 * r['cpu_share']:.0f} %** "
+                f"({100 * r.get('runqueue_wait_share', 0):.0f} %); "
+                f"{r.get('us_per_event', 0):.1f} us; "
+                f"{100 * r.get('blaster_cpu_share', 0):.0f} %; {len(r['behind'])}/{n} | "
+                f"raw reader: {100 * control.get('cpu_share', 0):.0f} % CPU"
+                + ("" if paced <= 0.1 else " (blaster could not keep the pace)")
                 + " | 200 x 1k on one core | "
                 + _verdict(r["cpu_share"] < 1.0 and not r["behind"] and r["all_started"])
                 + " |"

@@ -35,7 +35,7 @@ from ami_exporter.client.connection import AMIClient
 from ami_exporter.metrics.collector import build_registry
 from ami_exporter.state.server import ServerState
 from ami_exporter.web.server import WebServer
-from benchmarks.blaster import Blaster, BlasterConfig, ConnStats
+from benchmarks.blaster import Blaster, BlasterConfig, ConnStats, runqueue_wait_seconds
 from benchmarks.clients import (
     Measurement,
     RawProtocol,
@@ -68,6 +68,8 @@ class Sizes:
     s5_rate: float
     s5_seconds: float
     s4_channels: int
+    s5_tick: float = 0.005  # the blaster's pacing tick in s5/s9
+    s5_shared_pacer: bool = False  # one pacer thread for every connection (blaster.py)
 
 
 FULL: Final = Sizes(5, 6000, 3, (1000, 10000), 50_000, 10_000, 5.0, 20.0, 50, 2000, 10.0, 10_000)
@@ -370,24 +372,34 @@ async def _scenario5_async(blaster: Blaster, sizes: Sizes) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.1)
         out["all_started"] = started
+        await asyncio.sleep(0.5)  # past the logins' ramp: measure the steady state
+        received0 = sum(stream_events_received(st, names) for st in states)
         cpu0, wall0, mono0 = time.process_time(), time.perf_counter(), time.monotonic()
+        blaster_cpu0, wait0 = blaster.cpu_seconds(), runqueue_wait_seconds()
         max_lag = dict.fromkeys(users, 0)
         max_lag_due = dict.fromkeys(users, 0)
+        blaster_lag = 0
         samples = 0
         while time.perf_counter() - wall0 < sizes.s5_seconds and samples < 10_000:
             await asyncio.sleep(0.5)
-            received = [stream_events_received(st, names) for st in states]
             stats = await asyncio.to_thread(blaster.stats)
+            # Counted after the blaster's snapshot, so "sent but not read" is never inflated
+            # by the time the snapshot took to arrive.
+            received = [stream_events_received(st, names) for st in states]
             now = time.monotonic()
             for user, got in zip(users, received, strict=True):
                 lag_sent, lag_due = _lag(stats[user], got, now)
                 max_lag[user] = max(max_lag[user], lag_sent)
                 max_lag_due[user] = max(max_lag_due[user], lag_due)
+                own = _lag(stats[user], stats[user].events_sent, stats[user].snapshot)[1]
+                blaster_lag = max(blaster_lag, own)
             samples += 1
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0
-        received = [stream_events_received(st, names) for st in states]
+        blaster_cpu = blaster.cpu_seconds() - blaster_cpu0
+        wait = runqueue_wait_seconds() - wait0
         stats = await asyncio.to_thread(blaster.stats)
+        received = [stream_events_received(st, names) for st in states]
         now = time.monotonic()
         end_lag = {u: _lag(stats[u], got, now)[0] for u, got in zip(users, received, strict=True)}
         behind = [
@@ -397,12 +409,16 @@ async def _scenario5_async(blaster: Blaster, sizes: Sizes) -> dict[str, Any]:
             or max_lag[u] > BEHIND_SECONDS * rate
             or _max_stall_since(stats[u], mono0) > WRITE_TIMEOUT
         ]
+        events = sum(received) - received0
         out |= {
             "window_seconds": wall,
             "cpu_seconds": cpu,
             "cpu_share": cpu / wall,
-            "events_per_s_total": sum(received)
-            / max(1e-9, now - min(stats[u].started for u in users)),
+            "runqueue_wait_share": wait / wall,
+            "blaster_cpu_share": blaster_cpu / wall,
+            "blaster_max_lag_vs_schedule_seconds": blaster_lag / rate,
+            "us_per_event": 1e6 * cpu / max(1, events),
+            "events_per_s_total": events / wall,
             "max_lag_seconds": max(max_lag.values()) / rate,
             "max_lag_vs_schedule_seconds": max(max_lag_due.values()) / rate,
             "end_lag_seconds_max": max(end_lag.values()) / rate,
@@ -429,26 +445,39 @@ async def _raw_control_async(blaster: Blaster, sizes: Sizes, seconds: float) -> 
         transports.append(transport)
         protocols.append(protocol)
     await asyncio.sleep(0.5)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    count0 = sum(p.count for p in protocols)
+    cpu0, wall0, blaster_cpu0 = time.process_time(), time.perf_counter(), blaster.cpu_seconds()
     await asyncio.sleep(seconds)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
+    blaster_cpu = blaster.cpu_seconds() - blaster_cpu0
+    count = sum(p.count for p in protocols) - count0
     stats = await asyncio.to_thread(blaster.stats)
     now = time.monotonic()
     schedule_lag = max(
         _lag(stats[u], p.count - 2, now)[1] for u, p in zip(users, protocols, strict=True)
     )
+    blaster_lag = max(_lag(stats[u], stats[u].events_sent, stats[u].snapshot)[1] for u in users)
     for transport in transports:
         transport.close()
     return {
         "cpu_share": cpu / wall,
+        "events_per_s_total": count / wall,
+        "blaster_cpu_share": blaster_cpu / wall,
         "blaster_max_lag_vs_schedule_seconds": schedule_lag / sizes.s5_rate,
+        "blaster_own_lag_seconds": blaster_lag / sizes.s5_rate,
     }
 
 
 def scenario5(sizes: Sizes) -> dict[str, Any]:
     calls = math.ceil(sizes.s5_rate * (sizes.s5_seconds + 4.0) / EVENTS_PER_CALL)
-    config = BlasterConfig(calls=calls, rate=sizes.s5_rate, list_prefill=False, tick=0.005)
+    config = BlasterConfig(
+        calls=calls,
+        rate=sizes.s5_rate,
+        list_prefill=False,
+        tick=sizes.s5_tick,
+        shared_pacer=sizes.s5_shared_pacer,
+    )
     with Blaster(config) as blaster:
         control = asyncio.run(_raw_control_async(blaster, sizes, min(5.0, sizes.s5_seconds)))
     _log(
@@ -459,7 +488,9 @@ def scenario5(sizes: Sizes) -> dict[str, Any]:
         result = asyncio.run(_scenario5_async(blaster, sizes))
     result["raw_control"] = control
     _log(
-        f"s5 CPU share {result['cpu_share']:.2f}, behind: {len(result['behind'])}, "
-        f"max lag {result['max_lag_seconds']:.3f} s"
+        f"s5 {sizes.s5_servers} x {sizes.s5_rate:g}: {result['events_per_s_total']:,.0f} events/s,"
+        f" CPU share {result['cpu_share']:.2f} (waiting for a CPU "
+        f"{result['runqueue_wait_share']:.2f}), blaster {result['blaster_cpu_share']:.2f}, "
+        f"behind: {len(result['behind'])}, max lag {result['max_lag_seconds']:.3f} s"
     )
     return result
