@@ -330,6 +330,12 @@ def _pairs_of(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
+def vicidial_call_id(lead_id: int) -> str:
+    """A VICIdial auto-dial call ID as AST_VDauto_dial.pl builds it: ``V`` + ``mddhhmmss``
+    (the date's last 9 digits) + the lead id in 10 digits, ``V`` and 19 digits in all."""
+    return f"V{time.strftime('%m%d%H%M%S')[1:]}{lead_id % 10**10:010d}"
+
+
 async def traffic(
     calls: Calls,
     rng: random.Random,
@@ -356,6 +362,6 @@ async def traffic(
         outcome = rng.choices(outcomes, weights)[0]
         hold = hold_time * rng.uniform(0.5, 1.5)
         caller_name = None
-        if vicidial:  # VICIdial auto-dial call IDs: V + mmddhhmmss + lead id
-            caller_name = f"V{time.strftime('%m%d%H%M%S')}{sum(calls.stats.values()):010d}"
+        if vicidial:
+            caller_name = vicidial_call_id(sum(calls.stats.values()))
         calls.start(outcome, hold, caller_name)

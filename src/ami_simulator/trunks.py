@@ -22,7 +22,7 @@ from typing import Final
 
 from ami_exporter.ami.protocol import Message, serialize
 from ami_simulator import templates
-from ami_simulator.calls import Broadcast, Call, Calls
+from ami_simulator.calls import Broadcast, Call, Calls, vicidial_call_id
 from ami_simulator.carriers import (
     AGENTS,
     Carrier,
@@ -360,8 +360,8 @@ class TrunkModel:
                 await asyncio.sleep(delay)
             name = self.rng.choices(names, weights)[0]
             caller = None
-            if vicidial:  # VICIdial auto-dial call IDs: V + mmddhhmmss + lead id
-                caller = f"V{time.strftime('%m%d%H%M%S')}{self._seq:010d}"
+            if vicidial:
+                caller = vicidial_call_id(self._seq)
             self.start_call(name, caller_name=caller)
 
     async def flaps(self, interval: float) -> None:
