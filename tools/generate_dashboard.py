@@ -73,20 +73,25 @@ DIAL_DOC: Final = (
 # -- what the alert rules decide -----------------------------------------------------------
 
 
-def _alert_expressions() -> dict[str, str]:
-    rules = yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    return {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+def _expressions(path: Path, kind: str) -> dict[str, str]:
+    """Each rule's expression by its name, for the rules of ``kind`` (alert or record)."""
+    rules = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {r[kind]: r["expr"] for g in rules["groups"] for r in g["rules"] if kind in r}
 
 
-ALERT_EXPRS: Final = _alert_expressions()
+def _first_group(path: Path, exprs: dict[str, str], name: str, pattern: str) -> str:
+    m = re.search(pattern, exprs[name])
+    if m is None:
+        raise SystemExit(f"{path.name}: {name} no longer matches {pattern!r}")
+    return m[1]
+
+
+ALERT_EXPRS: Final = _expressions(RULES, "alert")
 
 
 def from_alert(alert: str, pattern: str) -> str:
     """The first group of ``pattern`` in an alert's expression; fails if the rule changed."""
-    m = re.search(pattern, ALERT_EXPRS[alert])
-    if m is None:
-        raise SystemExit(f"{RULES.name}: {alert} no longer matches {pattern!r}")
-    return m[1]
+    return _first_group(RULES, ALERT_EXPRS, alert, pattern)
 
 
 _RATIO_ABOVE: Final = r"\)\s*>\s*([\d.]+)"
@@ -115,20 +120,12 @@ RESTARTS_PER_HOUR: Final = float(from_alert("AsteriskRestartingRepeatedly", r">=
 LOSS_NOTICEABLE: Final = 0.01  # the review's lower band: loss a listener starts to notice
 
 
-def _recorded_expressions() -> dict[str, str]:
-    rules = yaml.safe_load(RECORDING.read_text(encoding="utf-8"))
-    return {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
-
-
-RECORDED_EXPRS: Final = _recorded_expressions()
+RECORDED_EXPRS: Final = _expressions(RECORDING, "record")
 
 
 def from_record(record: str, pattern: str) -> str:
     """The first group of ``pattern`` in a recording rule; fails if the rule changed."""
-    m = re.search(pattern, RECORDED_EXPRS[record])
-    if m is None:
-        raise SystemExit(f"{RECORDING.name}: {record} no longer matches {pattern!r}")
-    return m[1]
+    return _first_group(RECORDING, RECORDED_EXPRS, record, pattern)
 
 
 _CALLS: Final = "server_trunk_direction:asterisk_trunk_calls"
